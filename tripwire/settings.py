@@ -1,0 +1,75 @@
+"""One settings object, read from ``TRIPWIRE_*`` variables once at start-up and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_REDIS_URL", "EventLimits", "Settings", "StreamSettings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class EventLimits(BaseModel):
+    """Limits enforced on every event at intake."""
+
+    max_labels: int = Field(500, ge=1, description="labels per resource (primary or related)")
+    max_related: int = Field(100, ge=0, description="related resources per event")
+    max_bytes: int = Field(256 * 1024, ge=1024, description="size of the event's JSON")
+    max_future_skew_s: float = Field(
+        60.0, ge=0, description="an event occurring further in the future is treated as occurring when received"
+    )
+
+
+class StreamSettings(BaseModel):
+    """Names and sizes of the Redis streams."""
+
+    prefix: str = Field("tripwire", description="prefix of every Redis key Tripwire uses")
+    maxlen: int = Field(1_000_000, ge=1000, description="approximate MAXLEN of the event stream")
+    batch_size: int = Field(500, ge=1, le=10_000, description="entries read per XREADGROUP")
+    block_ms: int = Field(1000, ge=1, description="how long a consumer blocks waiting for entries")
+    reclaim_idle_ms: int = Field(
+        60_000, ge=100, description="entries pending longer than this on a dead consumer are reclaimed"
+    )
+    max_deliveries: int = Field(5, ge=1, description="deliveries before an entry is dead-lettered")
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def events(self) -> str:
+        return self.key("events")
+
+    @property
+    def actions(self) -> str:
+        return self.key("actions")
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from ``TRIPWIRE_*`` variables (nested with ``__``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIPWIRE_", env_nested_delimiter="__", env_file=None, extra="ignore"
+    )
+
+    home: Path = Field(Path.home() / ".tripwire", description="directory for the database, keys and Redis data")
+    redis_url: str | None = Field(
+        None, description="Redis URL; unset means the local default, or a private redis-server when none answers"
+    )
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite under home")
+    api_url: str = Field("http://127.0.0.1:4242", description="where the CLI finds the API")
+    api_key: SecretStr | None = Field(None, description="bearer token required by the API when set")
+    host: str = Field("127.0.0.1", description="API bind address")
+    port: int = Field(4242, description="API port")
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    limits: EventLimits = Field(default_factory=EventLimits)
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'tripwire.db'}"
