@@ -1,0 +1,292 @@
+"""The evaluator service against a real Redis: batches, shared state, timers, backlog, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from events.bus import RedisBus
+from events.emit import EventEmitter
+from events.model import Event
+from triggers.models import Automation
+from triggers.outbox import OutboxService
+from triggers.service import EvaluatorService
+from tripwire.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, seconds: float) -> None:
+        self.now = T0 + timedelta(seconds=seconds)
+
+
+class Automations:
+    """An in-memory AutomationSource."""
+
+    def __init__(self, *automations: Automation, enabled_at: datetime = T0) -> None:
+        self.items = {a.id: (a, enabled_at) for a in automations}
+        self.version = 1
+
+    async def changes_version(self) -> int:
+        return self.version
+
+    async def enabled_automations(self) -> list[tuple[Automation, datetime]]:
+        return [(a, at) for a, at in self.items.values() if a.enabled]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    async def record_outbox(self, docs: list[dict[str, Any]]) -> int:
+        new = [d for d in docs if d["id"] not in self.docs]
+        self.docs.update((d["id"], d) for d in docs)
+        return len(new)
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> None:
+    """Await a condition (bounded poll), failing with a clear message."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await _value(predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def _value(v: Any) -> Any:
+    return await v if asyncio.iscoroutine(v) else v
+
+
+def three_failures() -> Automation:
+    return Automation.model_validate(
+        {
+            "name": "etl keeps failing",
+            "trigger": {
+                "type": "event",
+                "expect": ["tripwire.flow-run.Failed"],
+                "match_related": {"tripwire.resource.role": "deployment"},
+                "for_each": ["related:deployment:tripwire.resource.id"],
+                "threshold": 3,
+                "within": 600,
+            },
+            "actions": [{"type": "do-nothing"}],
+        }
+    )
+
+
+def heartbeat_rule() -> Automation:
+    return Automation.model_validate(
+        {
+            "name": "worker went quiet",
+            "trigger": {
+                "type": "event",
+                "posture": "Proactive",
+                "expect": ["tripwire.worker.heartbeat"],
+                "for_each": ["tripwire.resource.id"],
+                "within": 10,
+            },
+            "actions": [{"type": "do-nothing"}],
+        }
+    )
+
+
+def failed_run(deployment: str, at: float) -> Event:
+    return Event(
+        occurred=T0 + timedelta(seconds=at),
+        event="tripwire.flow-run.Failed",
+        resource={"tripwire.resource.id": f"tripwire.flow-run.{deployment}-{at}"},
+        related=[{"tripwire.resource.id": deployment, "tripwire.resource.role": "deployment"}],
+    )
+
+
+def heartbeat(worker: str, at: float) -> Event:
+    return Event(
+        occurred=T0 + timedelta(seconds=at),
+        event="tripwire.worker.heartbeat",
+        resource={"tripwire.resource.id": worker},
+    )
+
+
+@pytest.fixture
+async def bus(redis_client: aioredis.Redis, settings: Settings) -> AsyncIterator[RedisBus]:
+    bus = RedisBus(redis_client, settings.streams)
+    yield bus
+    await bus.close()
+
+
+def make_service(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings, source: Automations, clock: FakeClock, name: str
+) -> EvaluatorService:
+    # Ticks are driven by the tests (tick()); the background tick only repeats them, hourly.
+    return EvaluatorService(
+        bus=bus,
+        redis=redis_client,
+        settings=settings,
+        automations=source,
+        consumer=name,
+        clock=clock,
+        tick_interval_s=3600,
+    )
+
+
+async def outbox(redis_client: aioredis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    rows = await redis_client.xrange(settings.streams.key("firings"))
+    return [json.loads(fields[b"data"]) for _, fields in rows]
+
+
+async def test_three_failures_fire_once_per_deployment(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    service = make_service(bus, redis_client, settings, Automations(three_failures()), clock, "e1")
+    async with service:
+        events = [failed_run(d, at) for at in (1, 2, 3) for d in ("etl", "ml")] + [failed_run("etl", 700)]
+        clock.set(700)
+        await emitter.emit_events(events)
+        await until(lambda: _fired(redis_client, settings, 2))
+    docs = await outbox(redis_client, settings)
+    assert sorted(d["labels"]["related:deployment:tripwire.resource.id"] for d in docs) == ["etl", "ml"]
+    by_key = {d["labels"]["related:deployment:tripwire.resource.id"]: d for d in docs}
+    assert by_key["etl"]["event_id"] == str(events[4].id)  # the third etl failure
+    assert len(by_key["etl"]["event_ids"]) == 3
+
+
+async def _fired(redis_client: aioredis.Redis, settings: Settings, n: int) -> bool:
+    return int(await redis_client.xlen(settings.streams.key("firings"))) >= n and await _drained(
+        redis_client, settings
+    )
+
+
+async def _drained(redis_client: aioredis.Redis, settings: Settings) -> bool:
+    groups = await redis_client.xinfo_groups(settings.streams.events)
+    group = next(g for g in groups if g["name"] == b"evaluator")
+    return group["pending"] == 0 and group.get("lag", 0) == 0
+
+
+async def test_two_evaluators_share_state_without_losing_or_doubling(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    source = Automations(three_failures())
+    emitter = EventEmitter(bus, settings, clock=clock)
+    one = make_service(bus, redis_client, settings, source, clock, "e1")
+    two = make_service(bus, redis_client, settings, source, clock, "e2")
+    deployments = [f"d{i}" for i in range(40)]
+    async with one, two:
+        for at in (1, 2, 3):  # round robin, small batches so both evaluators take part
+            for d in deployments:
+                await emitter.emit_events([failed_run(d, at)])
+        clock.set(10)
+        await until(lambda: _fired(redis_client, settings, 40))
+    docs = await outbox(redis_client, settings)
+    keys = [d["labels"]["related:deployment:tripwire.resource.id"] for d in docs]
+    assert sorted(keys) == sorted(deployments)
+
+
+async def test_duplicate_event_ids_count_once(bus: RedisBus, redis_client: aioredis.Redis, settings: Settings) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    service = make_service(bus, redis_client, settings, Automations(three_failures()), clock, "e1")
+    async with service:
+        first, second = failed_run("etl", 1), failed_run("etl", 2)
+        await emitter.emit_events([first, second, first, second, first])
+        await until(lambda: _drained(redis_client, settings))
+        assert await outbox(redis_client, settings) == []
+        await emitter.emit_events([failed_run("etl", 3)])
+        await until(lambda: _fired(redis_client, settings, 1))
+    assert len(await outbox(redis_client, settings)) == 1
+
+
+async def test_silent_worker_fires_at_its_deadline_and_resolves(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    service = make_service(bus, redis_client, settings, Automations(heartbeat_rule()), clock, "e1")
+    async with service:
+        await emitter.emit_events([heartbeat("w1", 0), heartbeat("w2", 0)])
+        await until(lambda: _drained(redis_client, settings))
+        clock.set(6)
+        await emitter.emit_events([heartbeat("w1", 6)])
+        await until(lambda: _drained(redis_client, settings))
+        clock.set(9.9)
+        assert not (await service.tick()).firings
+        clock.set(10.2)
+        out = await service.tick()
+        assert [(f.labels, f.fire_time) for f in out.firings] == [
+            ({"tripwire.resource.id": "w2"}, T0 + timedelta(seconds=10))
+        ]
+        clock.set(11)
+        await emitter.emit_events([heartbeat("w2", 11)])
+        await until(lambda: _fired(redis_client, settings, 2))
+    docs = await outbox(redis_client, settings)
+    assert [(d["kind"], d["labels"]["tripwire.resource.id"]) for d in docs] == [
+        ("triggered", "w2"),
+        ("resolved", "w2"),
+    ]
+
+
+async def test_backlogged_heartbeats_never_fake_a_silence(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    service = make_service(bus, redis_client, settings, Automations(heartbeat_rule()), clock, "e1")
+    async with service:
+        await emitter.emit_events([heartbeat("w1", 0)])
+        await until(lambda: _drained(redis_client, settings))
+    # The evaluator is stopped: heartbeats queue on the stream while time passes the deadline.
+    clock.set(8)
+    await emitter.emit_events([heartbeat("w1", 8)])
+    clock.set(12)
+    assert (await service.tick()).firings == []  # the queued heartbeat at 8 s holds the deadline back
+    async with service:
+        await until(lambda: _drained(redis_client, settings))
+        assert (await service.tick()).firings == []  # deadline is now 18 s
+        clock.set(18.5)
+        assert len((await service.tick()).firings) == 1
+
+
+async def test_outbox_records_announces_and_queues_actions(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    sink = Sink()
+    service = make_service(bus, redis_client, settings, Automations(three_failures()), clock, "e1")
+    relay = OutboxService(bus=bus, settings=settings, sink=sink, consumer="o1", clock=clock)
+    async with service:
+        await relay.start()
+        try:
+            await emitter.emit_events([failed_run("etl", at) for at in (1, 2, 3)])
+            await until(lambda: len(sink.docs) == 1)
+            await until(lambda: _xlen(redis_client, settings.streams.actions, 1))
+        finally:
+            await relay.stop()
+    (doc,) = sink.docs.values()
+    (_, fields), *_ = await redis_client.xrange(settings.streams.actions)
+    action = json.loads(fields[b"data"])
+    assert action["idempotency_key"] == f"{doc['id']}:triggered:0"
+    rows = await redis_client.xrange(settings.streams.events)
+    names = [json.loads(f[b"data"])["event"] for _, f in rows]
+    assert names.count("tripwire.automation.triggered") == 1
+
+
+async def _xlen(client: aioredis.Redis, stream: str, n: int) -> bool:
+    return int(await client.xlen(stream)) >= n

@@ -1,0 +1,197 @@
+"""Trigger state in Redis: versioned records, a due-time index, and one atomic commit per batch.
+
+Why optimistic concurrency (load, compute in Python, compare-and-set) rather than partitioning keys
+between evaluators: consumer groups hand any entry to any evaluator, so two processes may touch the same
+key at once; partitioning would need a router in front of the stream. Loading a batch's records is one
+pipelined round trip, the decision stays in the pure core, and the commit is one Lua call that checks
+every version it read. On a conflict the batch is recomputed from fresh state; nothing was published yet.
+
+Notes referred to by the tests:
+1. A record is a string ``<version>|<due µs>|<JSON>`` under ``<prefix>:state:<record key>``, so a
+   batch loads every record and event mark with one MGET. A missing record is version 0. A deleted
+   record is kept as a tombstone (empty JSON, version bumped, short expiry), so a concurrent writer
+   that read "missing" before the delete still conflicts (no ABA).
+2. ``<prefix>:due`` is a ZSET of record keys by due time (µs): proactive deadlines and reactive
+   resolution times. A tick loads only the due records.
+3. ``<prefix>:seen:<event id>`` marks an event as processed ("p") or held ("h") for the dedup horizon.
+   The commit checks that the marks it read are unchanged, so one event is evaluated by one evaluator.
+4. The commit is one Lua call with one JSON argument (cheap to send). It also appends the batch's
+   firings to an outbox stream in the same script: state that
+   counts an event and the firing it caused are written together, or not at all.
+5. Every record expires: ``state_ttl_s`` after its last write, or one day after its due time if later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from triggers.state import MemoryStateStore, Record
+from tripwire.settings import StreamSettings
+
+__all__ = ["Conflict", "Loaded", "RedisStateStore", "StateCommit"]
+
+_DAY_MS = 86_400_000
+_TOMBSTONE_TTL_MS = 3_600_000
+
+_COMMIT = """
+local a = cjson.decode(ARGV[1])
+for _, r in ipairs(a.r) do
+  local cur = redis.call('GET', r[1])
+  local v = cur and string.match(cur, '^(%d+)|') or '0'
+  if v ~= r[2] then return {0, r[1]} end
+end
+for _, m in ipairs(a.m) do
+  local cur = redis.call('GET', m[1]) or ''
+  if cur ~= m[2] then return {0, m[1]} end
+end
+for _, r in ipairs(a.r) do
+  local nv = tonumber(r[2]) + 1
+  if r[3] == '' then
+    redis.call('SET', r[1], nv .. '||', 'PX', TOMBSTONE_TTL_MS)
+    redis.call('ZREM', KEYS[1], r[5])
+  else
+    local ttl = a.ttl
+    if r[4] ~= '' then
+      redis.call('ZADD', KEYS[1], r[4], r[5])
+      local until_due = math.floor((tonumber(r[4]) - a.now * 1000) / 1000) + DAY_MS
+      if until_due > ttl then ttl = until_due end
+    else
+      redis.call('ZREM', KEYS[1], r[5])
+    end
+    redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3], 'PX', ttl)
+  end
+end
+for _, m in ipairs(a.m) do
+  redis.call('SET', m[1], m[3], 'PX', a.dedup)
+end
+for _, op in ipairs(a.ops) do redis.call(unpack(op)) end
+for _, payload in ipairs(a.o) do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'data', payload)
+end
+return {1, ''}
+""".replace("TOMBSTONE_TTL_MS", str(_TOMBSTONE_TTL_MS)).replace("DAY_MS", str(_DAY_MS))
+
+
+def _encode(doc: dict[str, Any]) -> str:
+    """JSON for the commit script. cjson decodes ``[]`` and ``{}`` alike, so empty lists survive."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class Conflict(Exception):
+    """Another evaluator changed a record or an event mark this batch read; recompute."""
+
+
+@dataclass
+class Loaded:
+    """What a batch read: records with versions and due times, and event marks."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    records: dict[str, tuple[Record, int | None]] = field(default_factory=dict)
+    marks: dict[str, str] = field(default_factory=dict)
+
+    def overlay(self) -> MemoryStateStore:
+        """An in-memory store holding the loaded records, tracking what the evaluator changes."""
+        store = MemoryStateStore(track=True)
+        store.load(self.records)
+        return store
+
+
+@dataclass
+class StateCommit:
+    """Everything one batch writes, applied atomically by ``RedisStateStore.commit``."""
+
+    changes: dict[str, tuple[Record | None, int | None]] = field(default_factory=dict)
+    marks: dict[str, str] = field(default_factory=dict)
+    ops: list[list[Any]] = field(default_factory=list)
+    outbox: list[bytes] = field(default_factory=list)
+
+
+class RedisStateStore:
+    """Versioned trigger records in Redis (see the module notes)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        streams: StreamSettings,
+        *,
+        state_ttl_s: float = 8 * 86_400,
+        dedup_horizon_s: float = 3600,
+    ) -> None:
+        self.client = client
+        self.streams = streams
+        self.state_ttl_ms = int(state_ttl_s * 1000)
+        self.dedup_ms = int(dedup_horizon_s * 1000)
+        self.due_key = streams.key("due")
+        self.outbox = streams.key("firings")
+        self._commit = client.register_script(_COMMIT)
+
+    def record_key(self, key: str) -> str:
+        return self.streams.key("state", key)
+
+    def mark_key(self, event_id: str) -> str:
+        return self.streams.key("seen", event_id)
+
+    async def load(self, keys: Iterable[str], event_ids: Iterable[str] = ()) -> Loaded:
+        """Records and event marks in one round trip (a single MGET)."""
+        keys = list(dict.fromkeys(keys))
+        ids = list(dict.fromkeys(event_ids))
+        loaded = Loaded()
+        if not keys and not ids:
+            return loaded
+        names = [self.record_key(k) for k in keys] + [self.mark_key(i) for i in ids]
+        values = await self.client.mget(names)
+        for key, raw in zip(keys, values, strict=False):
+            if raw is None:
+                loaded.versions[key] = 0
+                continue
+            version, due, data = raw.split(b"|", 2)
+            loaded.versions[key] = int(version)
+            if data:
+                loaded.records[key] = (json.loads(data), int(due) if due else None)
+        for eid, mark in zip(ids, values[len(keys) :], strict=True):
+            if mark is not None:
+                loaded.marks[eid] = mark.decode()
+        return loaded
+
+    async def due(self, until_us: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """(due time, record key) of records due at or before ``until_us``, earliest first."""
+        rows = await self.client.zrangebyscore(
+            self.due_key, "-inf", until_us, start=0, num=limit, withscores=True
+        )
+        return [(int(score), member.decode()) for member, score in rows]
+
+    async def commit(self, loaded: Loaded, commit: StateCommit, now_ms: int, outbox_maxlen: int) -> None:
+        """Write the batch if nothing it read has changed since; raise Conflict otherwise."""
+        records = []
+        for key, (record, due_us) in commit.changes.items():
+            data = "" if record is None else json.dumps(record, separators=(",", ":"))
+            due = "" if due_us is None else str(due_us)
+            records.append([self.record_key(key), str(loaded.versions.get(key, 0)), data, due, key])
+        marks = [[self.mark_key(e), loaded.marks.get(e, ""), m] for e, m in commit.marks.items()]
+        doc = {
+            "r": records,
+            "m": marks,
+            "ops": [[str(part) for part in op] for op in commit.ops],  # Lua would print µs as 1.7e+15
+            "o": [p.decode() for p in commit.outbox],
+            "now": now_ms,
+            "ttl": self.state_ttl_ms,
+            "dedup": self.dedup_ms,
+            "maxlen": outbox_maxlen,
+        }
+        arg = _encode(doc)
+        ok, where = await self._commit(keys=[self.due_key, self.outbox], args=[arg])
+        if not int(ok):
+            raise Conflict(where.decode() if isinstance(where, bytes) else str(where))
+
+    async def forget(self, record_keys: Sequence[str]) -> None:
+        """Delete records outright (an automation was deleted)."""
+        if record_keys:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(*[self.record_key(k) for k in record_keys])
+                pipe.zrem(self.due_key, *record_keys)
+                await pipe.execute()

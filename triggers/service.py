@@ -1,0 +1,450 @@
+"""The evaluator service: events from the stream, through the pure core, into state, firings and timers.
+
+Notes referred to by the tests:
+1. One batch = decode, intake (duplicates, skew, ``follows``), load every record the batch may touch
+   and every event mark in one pipelined round trip, evaluate in memory, commit atomically
+   (``RedisStateStore.commit``: state, event marks, held events and the firings outbox together). A
+   conflict with another evaluator recomputes the batch; the stream entries are acknowledged only
+   after the commit, so a crash replays the batch and the event marks make the replay a no-op.
+2. Ticks run every ``tick_interval_s``. A due proactive deadline ``D`` is evaluated only once every
+   entry the stream held before ``D`` has been processed: the tick's ``now`` is capped at the
+   oldest entry that is still undelivered or pending in the evaluator group (the entry id is its
+   intake time). A backlog therefore delays a "no heartbeat" firing instead of faking one.
+3. ``follows``: an event whose predecessor has not been processed is held (marked "h", stored in
+   ``held:<predecessor>``, and given a release time ``occurred + follows_wait_s``). Processing the
+   predecessor, here or in a later batch, releases it right after; so does a tick past its release.
+4. Automations are reloaded when the store's change counter moves (polled every ``reload_interval_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from events.codec import decode_event
+from events.model import Event, now_utc
+from events.ports import Bus, StreamEntry
+from triggers.evaluate import Evaluator
+from triggers.models import Automation
+from triggers.outbox import outbox_message
+from triggers.outcomes import Outcomes, from_us, to_us
+from triggers.redis_state import Conflict, RedisStateStore, StateCommit
+from triggers.state import MemoryStateStore
+from tripwire.services import ServiceState
+from tripwire.settings import Settings
+
+__all__ = ["AutomationSource", "EvaluatorService", "caught_up_us"]
+
+logger = logging.getLogger(__name__)
+
+GROUP = "evaluator"
+MAX_CONFLICTS = 20
+
+
+class AutomationSource(Protocol):
+    """Where the evaluator finds the enabled automations, and a counter that moves on every change."""
+
+    async def changes_version(self) -> int: ...
+
+    async def enabled_automations(self) -> list[tuple[Automation, datetime]]:
+        """Each enabled automation with the moment its current definition was enabled."""
+        ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    t_us: int
+    order: int
+
+
+def _stream_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+async def _intake_us(client: aioredis.Redis, stream: str, entry_id: str) -> int:
+    """When an entry was taken in: its event's ``received`` time, else the entry id's time."""
+    rows = await client.xrange(stream, min=entry_id, max=entry_id, count=1)
+    if rows:
+        data = rows[0][1].get(b"data")
+        if data:
+            try:
+                received = decode_event(data).received
+            except (ValidationError, ValueError):
+                received = None
+            if received is not None:
+                return to_us(received)
+    return _stream_ms(entry_id) * 1000
+
+
+async def caught_up_us(client: aioredis.Redis, stream: str, group: str, now_us: int) -> int:
+    """The time up to which every entry of ``stream`` has been processed by ``group`` (note 2).
+
+    That is just before the intake time of the oldest entry still undelivered or pending; ``now_us``
+    when there is none. Intake time is the event's ``received`` stamp, so an injected clock works.
+    """
+    try:
+        groups = await client.xinfo_groups(stream)
+    except aioredis.ResponseError:
+        return now_us  # no stream yet: nothing waits
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    if info is None:
+        return now_us
+    limits = [now_us]
+    following = await client.xrange(stream, min=f"({_text(info['last-delivered-id'])}", max="+", count=1)
+    if following:
+        limits.append(await _intake_us(client, stream, _text(following[0][0])) - 1)
+    if info.get("pending"):
+        summary = await client.xpending(stream, group)
+        if summary and summary.get("min"):
+            limits.append(await _intake_us(client, stream, _text(summary["min"])) - 1)
+    return min(limits)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class EvaluatorService:
+    """Runs the trigger evaluator against the event stream (see the module notes)."""
+
+    name = "evaluator"
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        redis: aioredis.Redis,
+        settings: Settings,
+        automations: AutomationSource,
+        consumer: str,
+        clock: Callable[[], datetime] = now_utc,
+        tick_interval_s: float = 0.25,
+        reload_interval_s: float = 0.5,
+        follows_wait_s: float = 900.0,
+        on_outcomes: Callable[[Outcomes], Awaitable[None]] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.redis = redis
+        self.settings = settings
+        self.streams = settings.streams
+        self.automations = automations
+        self.clock = clock
+        self.tick_interval_s = tick_interval_s
+        self.reload_interval_s = reload_interval_s
+        self.wait_us = int(follows_wait_s * 1_000_000)
+        self.skew_us = int(settings.limits.max_future_skew_s * 1_000_000)
+        self.store = RedisStateStore(redis, self.streams)
+        self.evaluator = Evaluator(MemoryStateStore())  # each batch swaps in its own overlay
+        self.on_outcomes = on_outcomes
+        self._consumer = bus.consumer(self.streams.events, GROUP, consumer, self._on_entries)
+        self._lock = asyncio.Lock()
+        self._version: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state = ServiceState.CREATED
+        self._automation_by_id: dict[UUID, Automation] = {}
+        self.undecodable = 0
+
+    @property
+    def state(self) -> ServiceState:
+        if self._state is ServiceState.RUNNING and any(t.done() for t in self._tasks):
+            return ServiceState.FAILED
+        return self._state
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.ensure_group(self.streams.events, GROUP)
+        await self.bus.ensure_group(self.store.outbox, "firings")
+        await self.reload(force=True)
+        await self._consumer.start()
+        self._tasks = [
+            asyncio.create_task(self._every(self.tick_interval_s, self.tick), name="evaluator-tick"),
+            asyncio.create_task(self._every(self.reload_interval_s, self.reload), name="evaluator-reload"),
+        ]
+        self._state = ServiceState.RUNNING
+
+    async def stop(self) -> None:
+        self._state = ServiceState.STOPPING
+        await self._consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._state = ServiceState.STOPPED
+
+    async def __aenter__(self) -> EvaluatorService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("evaluator %s failed; retrying", getattr(job, "__name__", "job"))
+            await asyncio.sleep(interval_s)
+
+    # --- automations -------------------------------------------------------------------------------
+
+    async def reload(self, force: bool = False) -> bool:
+        """Reload the automations when they changed (note 4); returns whether it did."""
+        version = await self.automations.changes_version()
+        if not force and version == self._version:
+            return False
+        pairs = await self.automations.enabled_automations()
+        async with self._lock:
+            evaluator = Evaluator(self.evaluator.store, processing_start=self.evaluator.processing)
+            for automation, enabled_at in pairs:
+                evaluator.add(automation)
+                evaluator.enable(automation.id, enabled_at)  # writes nothing yet: see _arm_at_enable
+            self.evaluator = evaluator
+            self._automation_by_id = {a.id: a for a, _ in pairs}
+            self._version = version
+            await self._arm_at_enable(pairs)
+        logger.info("loaded %d automations", len(pairs), extra={"version": version})
+        return True
+
+    async def _arm_at_enable(self, pairs: list[tuple[Automation, datetime]]) -> None:
+        """Arm proactive triggers without ``after``/``for_each`` at their enable time, once (S6)."""
+        for _ in range(MAX_CONFLICTS):
+            probe = Evaluator(MemoryStateStore())
+            for automation, enabled_at in pairs:
+                probe.add(automation)
+                probe.enable(automation.id, enabled_at)
+            keys = list(probe.store)  # type: ignore[arg-type]
+            if not keys:
+                return
+            loaded = await self.store.load(keys)
+            overlay = loaded.overlay()
+            self.evaluator.store = overlay
+            for automation, enabled_at in pairs:
+                self.evaluator.enable(automation.id, enabled_at)
+            changes = overlay.drain_changes()
+            try:
+                await self.store.commit(
+                    loaded, StateCommit(changes=changes), self._now_ms(), self.streams.maxlen
+                )
+                return
+            except Conflict:
+                continue
+
+    # --- events ------------------------------------------------------------------------------------
+
+    async def _on_entries(self, entries: list[StreamEntry]) -> None:
+        events: list[Event] = []
+        for entry in entries:
+            try:
+                events.append(decode_event(entry.data))
+            except (ValidationError, ValueError):
+                self.undecodable += 1
+                logger.warning("skipped an entry that is not an event", extra={"entry_id": entry.id})
+        if events:
+            await self.evaluate(events)
+
+    async def evaluate(self, events: list[Event]) -> Outcomes:
+        """Evaluate one batch of events (note 1); returns what fired and resolved."""
+        async with self._lock:
+            for _ in range(MAX_CONFLICTS):
+                try:
+                    return await self._evaluate_once(events)
+                except Conflict as exc:
+                    logger.debug("state conflict on %s; recomputing the batch", exc)
+            raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
+
+    def _effective_us(self, event: Event, now_us: int) -> int:
+        occurred = to_us(event.occurred)
+        received = now_us if event.received is None else to_us(event.received)
+        return received if occurred - received > self.skew_us else occurred
+
+    async def _evaluate_once(self, events: list[Event]) -> Outcomes:
+        now = self.clock()
+        now_us = to_us(now)
+        ev = self.evaluator
+        ids = [str(e.id) for e in events]
+        preds = [str(e.follows) for e in events if e.follows is not None]
+        keys: dict[str, None] = {}
+        for event in events:
+            for key in ev.keys_for(event):
+                keys[key] = None
+        loaded = await self.store.load(keys, [*ids, *preds])
+        awaited = await self._held_for(ids)
+        marks = dict(loaded.marks)
+        commit = StateCommit()
+        order: list[_Pending] = []
+        waiting: dict[str, list[_Pending]] = {}
+        waiting.update(awaited)
+        for i, event in enumerate(events):
+            eid = str(event.id)
+            if eid in marks or eid in commit.marks:
+                continue
+            t = self._effective_us(event, now_us)
+            pred = None if event.follows is None else str(event.follows)
+            processed = pred is not None and (marks.get(pred) == "p" or commit.marks.get(pred) == "p")
+            if pred is not None and pred != eid and not processed and now_us < t + self.wait_us:
+                commit.marks[eid] = "h"
+                held = _Pending(event, t, i)
+                waiting.setdefault(pred, []).append(held)
+                self._hold_ops(commit, pred, held)
+                continue
+            self._ready(_Pending(event, t, i), waiting, commit, order)
+        extra = [p.event for p in order if str(p.event.id) not in ids]
+        if extra:  # released followers from earlier batches: their records too
+            more = {k: None for e in extra for k in ev.keys_for(e) if k not in keys}
+            if more:
+                again = await self.store.load(more)
+                loaded.versions.update(again.versions)
+                loaded.records.update(again.records)
+            for e in extra:
+                loaded.marks.setdefault(str(e.id), "h")
+        overlay = loaded.overlay()
+        ev.store = overlay
+        ev.processing = max(ev.processing, now_us)
+        out = Outcomes()
+        for pending in order:
+            out.extend(ev.process(pending.event, pending.t_us))
+        commit.changes = overlay.drain_changes()
+        self._outbox(out, commit)
+        await self.store.commit(loaded, commit, now_us // 1000, self.streams.maxlen)
+        if out and self.on_outcomes is not None:
+            await self.on_outcomes(out)
+        return out
+
+    def _ready(
+        self,
+        pending: _Pending,
+        waiting: dict[str, list[_Pending]],
+        commit: StateCommit,
+        order: list[_Pending],
+    ) -> None:
+        """Process an event, then (depth first) the events held for it, by (occurred, delivery order)."""
+        stack = [pending]
+        while stack:
+            current = stack.pop()
+            eid = str(current.event.id)
+            commit.marks[eid] = "p"
+            order.append(current)
+            followers = waiting.pop(eid, None)
+            if followers:
+                commit.ops.append(["DEL", self.streams.key("held", eid)])
+                commit.ops.append(["SREM", self.streams.key("awaited"), eid])
+                for held in followers:
+                    commit.ops.append(["ZREM", self.streams.key("held-due"), f"{eid}/{held.event.id}"])
+                stack.extend(sorted(followers, key=lambda h: (h.t_us, h.order), reverse=True))
+
+    def _hold_ops(self, commit: StateCommit, pred: str, held: _Pending) -> None:
+        data = json.dumps({"e": held.event.model_dump(mode="json"), "t": held.t_us, "o": held.order})
+        commit.ops.append(["HSET", self.streams.key("held", pred), str(held.event.id), data])
+        commit.ops.append(["SADD", self.streams.key("awaited"), pred])
+        release = held.t_us + self.wait_us
+        commit.ops.append(["ZADD", self.streams.key("held-due"), release, f"{pred}/{held.event.id}"])
+
+    async def _held_for(self, ids: Iterable[str]) -> dict[str, list[_Pending]]:
+        """Events held in Redis for any of ``ids``, and transitively for those (note 3)."""
+        out: dict[str, list[_Pending]] = {}
+        frontier = list(ids)
+        awaited_key = self.streams.key("awaited")
+        while frontier:
+            flags = await self.redis.smismember(awaited_key, frontier)
+            hits = [i for i, flag in zip(frontier, flags, strict=True) if flag]
+            if not hits:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pred in hits:
+                    pipe.hgetall(self.streams.key("held", pred))
+                replies = await pipe.execute()
+            frontier = []
+            for pred, fields in zip(hits, replies, strict=True):
+                held = []
+                for raw in fields.values():
+                    doc = json.loads(raw)
+                    held.append(_Pending(Event.model_validate(doc["e"]), doc["t"], doc["o"]))
+                out[pred] = held
+                frontier.extend(str(h.event.id) for h in held)
+        return out
+
+    # --- ticks -------------------------------------------------------------------------------------
+
+    async def tick(self) -> Outcomes:
+        """Release held events and fire or resolve due records, no later than the stream is processed."""
+        now = self.clock()
+        now_us = to_us(now)
+        cap = await caught_up_us(self.redis, self.streams.events, GROUP, now_us)
+        tick_us = min(now_us, cap)
+        due = await self.store.due(tick_us)
+        released = await self.redis.zrangebyscore(self.streams.key("held-due"), "-inf", tick_us)
+        if not due and not released:
+            return Outcomes()
+        async with self._lock:
+            for _ in range(MAX_CONFLICTS):
+                try:
+                    return await self._tick_once(tick_us, [k for _, k in due], [m.decode() for m in released])
+                except Conflict as exc:
+                    logger.debug("state conflict on %s during a tick; recomputing", exc)
+            raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
+
+    async def _tick_once(self, tick_us: int, due_keys: list[str], released: list[str]) -> Outcomes:
+        ev = self.evaluator
+        commit = StateCommit()
+        order: list[_Pending] = []
+        if released:
+            preds = sorted({m.split("/", 1)[0] for m in released})
+            held = await self._held_for(preds)
+            due_ids = {m.split("/", 1)[1] for m in released}
+            ready = sorted(
+                (h for hs in held.values() for h in hs if str(h.event.id) in due_ids),
+                key=lambda h: (h.t_us, h.order),
+            )
+            for h in ready:
+                pred = str(h.event.follows)
+                commit.ops.append(["HDEL", self.streams.key("held", pred), str(h.event.id)])
+                commit.ops.append(["ZREM", self.streams.key("held-due"), f"{pred}/{h.event.id}"])
+                if pred in held:
+                    held[pred] = [x for x in held[pred] if x.event.id != h.event.id]
+                self._ready(h, held, commit, order)
+        keys: dict[str, None] = dict.fromkeys(ev.keys_for_tick(from_us(tick_us), due_keys))
+        for p in order:
+            keys.update(dict.fromkeys(ev.keys_for(p.event)))
+        loaded = await self.store.load(keys, [str(p.event.id) for p in order])
+        overlay = loaded.overlay()
+        ev.store = overlay
+        ev.processing = max(ev.processing, tick_us)
+        out = Outcomes()
+        for pending in order:
+            out.extend(ev.process(pending.event, pending.t_us))
+        out.extend(ev.tick(from_us(tick_us)))
+        commit.changes = overlay.drain_changes()
+        self._outbox(out, commit)
+        await self.store.commit(loaded, commit, tick_us // 1000, self.streams.maxlen)
+        if out and self.on_outcomes is not None:
+            await self.on_outcomes(out)
+        return out
+
+    # --- outcomes ----------------------------------------------------------------------------------
+
+    def _outbox(self, out: Outcomes, commit: StateCommit) -> None:
+        for firing in out.firings:
+            automation = self._automation_by_id.get(firing.automation_id)
+            if automation is not None:
+                commit.outbox.append(outbox_message(automation, firing))
+        for resolution in out.resolutions:
+            automation = self._automation_by_id.get(resolution.automation_id)
+            if automation is not None:
+                commit.outbox.append(outbox_message(automation, resolution))
+
+    def _now_ms(self) -> int:
+        return to_us(self.clock()) // 1000
