@@ -12,6 +12,9 @@ Notes referred to by the tests:
    offered to its composite at once, which may fire and offer itself to its own parent.
 3. Per tick (S1): release held events; fire due proactive keys by (deadline, declaration order, first
    seen); then resolve due reactive keys.
+4. ``keys_for`` caches each event's matches, and ``process``/``handle_event`` reuse them for that same
+   Event object, so a service that loads a batch's keys first matches every event once. Matching
+   depends only on the automations, which do not change between the two calls.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Evaluator:
         self._nodes: dict[tuple[str, str], EventPlan | CompositePlan] = {}
         self._serial = 0
         self._index: AutomationIndex | None = None
+        self._matches: dict[UUID, tuple[EventView, list[tuple[EventPlan, int, tuple[str, ...], str]]]] = {}
 
     # --- automations -------------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class Evaluator:
         for node in (*plan.event_plans, *plan.composites):
             self._nodes[(plan.id_str, node.path)] = node
         self._index = None
+        self._matches.clear()
 
     def remove(self, automation_id: UUID) -> None:
         """Forget an automation (its records become stale)."""
@@ -88,6 +93,7 @@ class Evaluator:
         for node in (*plan.event_plans, *plan.composites):
             self._nodes.pop((plan.id_str, node.path), None)
         self._index = None
+        self._matches.clear()
 
     def enable(self, automation_id: UUID, now: datetime) -> None:
         """Start evaluating an automation enabled at ``now``; idempotent for the same ``now``.
@@ -158,6 +164,10 @@ class Evaluator:
         self._due(to_us(now), self.processing, out)
         return out
 
+    def forget_matches(self) -> None:
+        """Drop matches cached by ``keys_for`` that were not processed (duplicates, held events)."""
+        self._matches.clear()
+
     def keys_for(self, event: Event) -> list[str]:
         """Record keys delivering this event may touch (matching only, no state read).
 
@@ -185,27 +195,30 @@ class Evaluator:
 
     def _matched_keys(self, event: Event, keys: dict[str, None]) -> None:
         view = EventView(event)
-        for plan in self.index.candidates(view.name, view.resource):
-            if plan.automation.enabled and plan.classify(view):
-                keys[plan.record_key(plan.key_values(view))] = None
-                parent = plan.parent
-                while parent is not None:
-                    keys[parent.key] = None
-                    parent = parent.parent
+        matched = self._match(view)
+        self._matches[event.id] = (view, matched)  # reused by ``process`` (note 4)
+        for plan, _, _, key in matched:
+            keys[key] = None
+            parent = plan.parent
+            while parent is not None:
+                keys[parent.key] = None
+                parent = parent.parent
 
-    # --- events ------------------------------------------------------------------------------------
-
-    def _process(self, view: EventView, t: int, pn: int, out: Outcomes) -> None:
-        candidates = self.index.candidates(view.name, view.resource)
-        if not candidates:
-            return
+    def _match(self, view: EventView) -> list[tuple[EventPlan, int, tuple[str, ...], str]]:
         matched = []
-        for plan in candidates:
+        for plan in self.index.candidates(view.name, view.resource):
             if plan.automation.enabled:
                 flags = plan.classify(view)
                 if flags:
                     values = plan.key_values(view)
                     matched.append((plan, flags, values, plan.record_key(values)))
+        return matched
+
+    # --- events ------------------------------------------------------------------------------------
+
+    def _process(self, view: EventView, t: int, pn: int, out: Outcomes) -> None:
+        cached = self._matches.pop(view.event.id, None)
+        matched = cached[1] if cached is not None and cached[0].event is view.event else self._match(view)
         if not matched:
             return
         store = self.store

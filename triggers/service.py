@@ -278,6 +278,7 @@ class EvaluatorService:
         ids = [str(e.id) for e in events]
         preds = [str(e.follows) for e in events if e.follows is not None]
         keys: dict[str, None] = {}
+        ev.forget_matches()
         for event in events:
             for key in ev.keys_for(event):
                 keys[key] = None
