@@ -93,3 +93,4 @@ def settings(tmp_path: Path, redis_server: RedisServer, stream_settings: StreamS
 
 
 POSTGRES_URL = os.environ.get("TRIPWIRE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+from tests.db_fixtures import *  # noqa

@@ -1,0 +1,152 @@
+"""SQL tables (SQLAlchemy Core): one ``metadata`` shared by every store and by the migrations.
+
+Adding a table: declare it here, then write a new revision in ``tripwire/migrations/versions/`` that
+creates it (hand-written, or ``alembic -c tripwire/migrations/alembic.ini revision --autogenerate``,
+then checked by hand). ``tests/tripwire/test_db.py`` fails when the two disagree.
+
+Notes on the ``events`` tables:
+1. Times are stored in UTC. ``UTCDateTime`` is ``timestamptz`` on PostgreSQL; on SQLite SQLAlchemy
+   stores a fixed-width text that drops the offset, so values are converted to UTC before binding
+   and tagged UTC when read: text order is time order and comparisons are exact.
+2. History pages are read newest first by ``(occurred, id)``; ``ix_events_occurred_id`` serves that
+   order scanned backwards, and the keyset condition ``(occurred, id) < (:o, :i)`` of the next page.
+3. Related resources are also written to ``event_related``, one row per distinct related resource id of
+   an event, keyed by ``(resource_id, occurred, event_id)``: "events related to X, newest first" is then
+   a backward range scan of that key, joined to ``events`` by id, on SQLite and PostgreSQL alike, where
+   filtering the ``related`` JSON would read every event (PostgreSQL could use a GIN index on JSONB,
+   SQLite has nothing comparable). The JSON column keeps the full label sets and every role. The key
+   starts with the resource and then the time, so inserts append within each resource's range instead
+   of landing at random pages (a key on the random event id halved the recorder's throughput on
+   SQLite), and it is the table itself on SQLite (WITHOUT ROWID). Rows are written only with their
+   event, in the same transaction, by the recorder; there is no foreign key (it would need a second,
+   random-order index on ``event_id``), so deleting events must delete their rows too.
+4. On PostgreSQL the name and resource-id indexes use ``text_pattern_ops``, so the ``LIKE 'prefix%'``
+   that a glob becomes can use them whatever the database's collation (they serve ``=`` too).
+   On SQLite, ``GLOB 'prefix*'`` uses the plain (BINARY) index.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["JsonType", "UTCDateTime", "event_related", "events", "metadata"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+"""JSON on SQLite, JSONB on PostgreSQL."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored in UTC on every dialect (see note 1)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} where a timezone-aware one is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Uuid(), primary_key=True, comment="producer-set event id; the deduplication key"),
+    Column("occurred", UTCDateTime(), nullable=False),
+    Column("received", UTCDateTime(), nullable=True),
+    Column("event", String(1024), nullable=False),
+    Column("resource_id", Text(), nullable=False, comment="the primary resource's tripwire.resource.id"),
+    Column("resource", JsonType, nullable=False),
+    Column("related", JsonType, nullable=False),
+    Column("payload", JsonType, nullable=False),
+    Column("follows", Uuid(), nullable=True),
+    Index("ix_events_occurred_id", "occurred", "id"),
+    Index("ix_events_event_occurred", "event", "occurred", postgresql_ops={"event": "text_pattern_ops"}),
+    Index(
+        "ix_events_resource_id_occurred",
+        "resource_id",
+        "occurred",
+        postgresql_ops={"resource_id": "text_pattern_ops"},
+    ),
+)
+
+event_related = Table(
+    "event_related",
+    metadata,
+    Column("resource_id", Text(), primary_key=True),
+    Column("occurred", UTCDateTime(), primary_key=True, comment="copied from the event"),
+    Column("event_id", Uuid(), primary_key=True),
+    Column("role", Text(), nullable=False, comment="the role of the resource's first mention in the event"),
+    sqlite_with_rowid=False,
+)
+
+
+# --- automations and their firings (triggers/store.py, triggers/firings.py) -----------------------
+# Imports and __all__ entries for these are below, so the lines above stay untouched.
+
+import sqlalchemy as sa  # noqa: E402
+
+__all__ += ["automations", "firings"]
+
+automations = Table(
+    "automations",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("name", Text(), nullable=False),
+    Column("enabled", sa.Boolean(), nullable=False),
+    Column("document", JsonType, nullable=False, comment='Automation.model_dump(mode="json")'),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("version", sa.Integer(), nullable=False, comment="1 when created, +1 on every change"),
+    sa.UniqueConstraint("name", name="uq_automations_name"),
+)
+
+firings = Table(
+    "firings",
+    metadata,
+    Column("id", Uuid(), primary_key=True, comment="the firing id; recording is idempotent by it"),
+    Column("automation_id", Uuid(), nullable=False),
+    Column("kind", String(16), nullable=False, comment="'triggered' or 'resolved'"),
+    Column("trigger_path", Text(), nullable=False, comment="which (child) trigger fired"),
+    Column("labels", JsonType, nullable=False, comment="the for_each key"),
+    Column("event_id", Uuid(), nullable=True, comment="the triggering event"),
+    Column("event_ids", JsonType, nullable=False, comment="every event of the firing"),
+    Column("occurred", UTCDateTime(), nullable=False, comment="when it fired or resolved"),
+    Column("mode", String(16), nullable=False, comment="'live' or 'dry-run'"),
+    Column("actions", JsonType, nullable=False, comment="[{index, type, status}]"),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index("ix_firings_automation_id_occurred_id", "automation_id", "occurred", "id"),
+)
