@@ -21,6 +21,10 @@ class EventLimits(BaseModel):
     max_future_skew_s: float = Field(
         60.0, ge=0, description="an event occurring further in the future is treated as occurring when received"
     )
+    max_batch: int = Field(10_000, ge=1, description="events per intake request (POST /api/events)")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="size of an intake request body; larger is refused unread"
+    )
 
 
 class StreamSettings(BaseModel):
