@@ -272,3 +272,32 @@ def test_trigger_summaries(trigger: dict[str, Any], text: str) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(0, "no limit"), (600, "10m"), (90, "90s"), (86400, "1d")])
 def test_durations(seconds: float, text: str) -> None:
     assert duration_text(seconds) == text
+
+
+# -- replay ---------------------------------------------------------------------------------------------
+
+
+def test_replay_reports_what_would_have_fired_over_history(cli: Cli, tmp_path: Path) -> None:
+    rule = tmp_path / "rule.json"
+    rule.write_text(json.dumps(a_document("replayed", threshold=2, within=600)))
+    ok(cli("automation", "apply", "-f", str(rule)))
+    for n in range(5):
+        ok(cli("events", "emit", "tripwire.flow-run.Failed", "--resource", f"run-{n}"))
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
+    while len(json.loads(ok(cli("events", "ls", "--json")))) < 5:  # the recorder is asynchronous
+        assert datetime.now(UTC) < deadline, "the recorder did not store the events"
+    report = json.loads(ok(cli("automation", "replay", "replayed", "--since", "1h", "--json")))
+    assert (report["events_scanned"], report["fired"]) == (5, 2)
+    assert "2 firings" in ok(cli("automation", "replay", "replayed", "--since", "1h"))
+    assert (
+        json.loads(ok(cli("automation", "replay", "replayed", "--since", "1h", "--until", "30m", "--json")))[
+            "events_scanned"
+        ]
+        == 0
+    )
+
+
+def test_replay_of_an_unknown_automation_is_a_clear_error(cli: Cli) -> None:
+    result = cli("automation", "replay", "nope", "--since", "1d")
+    assert result.exit_code == 1
+    assert "nope" in result.output

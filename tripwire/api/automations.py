@@ -21,16 +21,18 @@ path, before a trailing ``/pause``, ``/resume`` or ``/firings``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from events.model import now_utc
 from triggers.files import parse_automation
 from triggers.firings import MAX_PAGE, FiringPage, FiringStore
 from triggers.models import Automation
+from triggers.replay import ReplayReport, replay
 from triggers.store import ApplyStatus, AutomationStore, StoredAutomation
 from tripwire.api.errors import parse_json
 from tripwire.api.events import read_body
@@ -137,6 +139,10 @@ async def _documents(request: Request) -> list[Automation]:
     return out
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def automations_router() -> APIRouter:
     """The ``/automations`` routes (mounted under ``/api``, behind auth); state comes from ``app.state``."""
     router = APIRouter(prefix="/automations", tags=["automations"])
@@ -211,6 +217,23 @@ def automations_router() -> APIRouter:
         return AutomationList(automations=[AutomationOut.of(s) for s in await _store(request).list()])
 
     # The suffixed routes come first: `{ref:path}` would otherwise swallow '/firings' into the name.
+    @router.post(
+        "/{ref:path}/replay",
+        response_model=ReplayReport,
+        summary="What a stored automation would have done over stored history (sandboxed, changes nothing)",
+        responses=_MISSING,
+    )
+    async def replay_stored(
+        request: Request,
+        ref: str,
+        since: Annotated[datetime, Query(description="replay events received from this time")],
+        until: Annotated[datetime | None, Query(description="up to this time (default: now)")] = None,
+    ) -> ReplayReport:
+        stored = await _store(request).resolve(ref)
+        return await replay(
+            request.app.state.db, stored.automation, _aware(since), _aware(until or now_utc())
+        )
+
     @router.get(
         "/{ref:path}/firings",
         response_model=FiringPage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -279,3 +279,60 @@ def list_firings(
             escape(_actions_text(f.get("actions", []))),
         )
     console.print(table)
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def since_time(text: str, now: datetime) -> datetime:
+    """``7d``/``12h``/``30m`` ago, or an ISO-8601 time (naive means UTC)."""
+    match = _AGO.match(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match[1]) * _UNIT_S[match[2]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither a duration like 7d, 12h, 30m nor an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@automation_app.command("replay")
+@cli_errors
+def replay_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the automation's name or id"),
+    since: str = typer.Option("7d", "--since", help="how far back: 7d, 12h, 30m or an ISO-8601 time"),
+    until: str | None = typer.Option(None, "--until", help="up to: a duration ago or an ISO-8601 time"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Evaluate an automation against stored history: when would it have fired? (Changes nothing.)"""
+    now = datetime.now(UTC)
+    params = {"since": since_time(since, now).isoformat()}
+    if until is not None:
+        params["until"] = since_time(until, now).isoformat()
+    with _client(ctx) as client:
+        report = client.request("POST", _path(name, "/replay"), params=params)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(
+        f"{escape(report['automation'])}: {report['events_scanned']} events scanned, "
+        f"[red]{report['fired']} firings[/], [green]{report['resolved']} resolutions[/]"
+    )
+    if report["firings"]:
+        table = Table(title_justify="left")
+        for column in ("time", "kind", "key", "event"):
+            table.add_column(column, overflow="fold")
+        for f in report["firings"]:
+            colour = "red" if f["kind"] == "triggered" else "green"
+            table.add_row(
+                _time_text(f["time"]),
+                f"[{colour}]{f['kind']}[/]",
+                escape(_labels_text(f.get("labels", {}))),
+                f.get("event_id") or "deadline",
+            )
+        console.print(table)
