@@ -15,6 +15,8 @@ Notes referred to by the tests:
 4. ``keys_for`` caches each event's matches, and ``process``/``handle_event`` reuse them for that same
    Event object, so a service that loads a batch's keys first matches every event once. Matching
    depends only on the automations, which do not change between the two calls.
+5. Loop guard: the engine's own ``tripwire.automation.*`` events about automation A (triggered,
+   resolved, action results) are never evaluated against A itself, whatever its trigger says.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import datetime
 from itertools import pairwise
 from uuid import UUID, uuid4
 
-from events.model import Event
+from events.model import RESOURCE_ID, Event
 from triggers.compiled import AutomationPlan, CompositePlan, EventPlan, EventView, compile_automation
 from triggers.index import AutomationIndex
 from triggers.intake import Intake
@@ -40,7 +42,10 @@ from triggers.rules import (
 )
 from triggers.state import Record, StateStore, parse_record_key, record_key_values
 
-__all__ = ["Evaluator"]
+__all__ = ["LIFECYCLE_PREFIX", "Evaluator"]
+
+LIFECYCLE_PREFIX = "tripwire.automation."
+"""Names of the engine's automation lifecycle events; their resource id is ``tripwire.automation.<id>``."""
 
 _ORDINALS_PER_AUTOMATION = 1 << 20
 
@@ -206,8 +211,11 @@ class Evaluator:
 
     def _match(self, view: EventView) -> list[tuple[EventPlan, int, tuple[str, ...], str]]:
         matched = []
+        own = None  # note 5: an automation never sees its own lifecycle events
+        if view.name.startswith(LIFECYCLE_PREFIX):
+            own = view.resource.get(RESOURCE_ID, "").removeprefix(LIFECYCLE_PREFIX)
         for plan in self.index.candidates(view.name, view.resource):
-            if plan.automation.enabled:
+            if plan.automation.enabled and plan.automation.id_str != own:
                 flags = plan.classify(view)
                 if flags:
                     values = plan.key_values(view)

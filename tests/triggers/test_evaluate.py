@@ -360,3 +360,26 @@ def test_only_the_matching_automation_of_many_fires() -> None:
     out = core.handle_event(Event(event="noise.123", resource={"tripwire.resource.id": "x"}), at(1))
     assert [f.automation_id for f in out.firings] == [automations[123].id]
     assert len(core.index.candidates("noise.123", {"tripwire.resource.id": "x"})) == 1
+
+
+def test_an_automation_never_sees_its_own_lifecycle_events() -> None:
+    """Evaluator note 5: A reacting to every automation's firings does not loop on its own."""
+    watcher = Automation.model_validate(
+        {"name": "watch firings", "trigger": {"type": "event", "expect": ["tripwire.automation.triggered"]}}
+    )
+    other = Automation.model_validate({"name": "other", "trigger": {"type": "event", "expect": [FAILED]}})
+    evaluator = Evaluator(MemoryStateStore())
+    for automation in (watcher, other):
+        evaluator.add(automation)
+        evaluator.enable(automation.id, T0)
+
+    def triggered(about: Automation) -> Event:
+        return Event(
+            event="tripwire.automation.triggered",
+            occurred=at(1),
+            resource={"tripwire.resource.id": f"tripwire.automation.{about.id}"},
+        )
+
+    assert evaluator.handle_event(triggered(watcher), at(1)).firings == []
+    fired = evaluator.handle_event(triggered(other), at(1)).firings
+    assert [f.automation_id for f in fired] == [watcher.id]
