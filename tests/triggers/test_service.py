@@ -290,3 +290,26 @@ async def test_outbox_records_announces_and_queues_actions(
 
 async def _xlen(client: aioredis.Redis, stream: str, n: int) -> bool:
     return int(await client.xlen(stream)) >= n
+
+
+async def test_dry_run_records_would_have_run_and_queues_no_action(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    emitter = EventEmitter(bus, settings, clock=clock)
+    sink = Sink()
+    rule = three_failures().model_copy(update={"mode": "dry-run"})
+    service = make_service(bus, redis_client, settings, Automations(rule), clock, "e1")
+    relay = OutboxService(bus=bus, settings=settings, sink=sink, consumer="o1", clock=clock)
+    async with service:
+        await relay.start()
+        try:
+            await emitter.emit_events([failed_run("etl", at) for at in (1, 2, 3)])
+            await until(lambda: len(sink.docs) == 1)
+            await until(lambda: _xlen(redis_client, settings.streams.events, 4))  # + the triggered event
+        finally:
+            await relay.stop()
+    (doc,) = sink.docs.values()
+    assert doc["mode"] == "dry-run"
+    assert [a["status"] for a in doc["actions"]] == ["would have run"]
+    assert int(await redis_client.xlen(settings.streams.actions)) == 0
