@@ -3,7 +3,8 @@
 PostgreSQL (``POSTGRES_URL`` from conftest, ``TRIPWIRE_TEST_POSTGRES_URL`` to override): one uniquely named
 database per test session, created through the ``postgres`` maintenance database and dropped at the end;
 every test starts with empty tables. Tests on it carry the ``postgres`` marker (``-m "not postgres"`` to
-skip them); they are skipped, with the reason, when no server answers.
+skip them). When no server answers they fail, naming the URL (set TRIPWIRE_TEST_POSTGRES_URL, or
+deselect them explicitly): a missing database must never pass as skipped tests.
 """
 
 from __future__ import annotations
@@ -77,14 +78,14 @@ def _drop_database(admin: URL, url: URL) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> URL:
-    """The maintenance (``postgres``) database of the test server; skips when none answers."""
+    """The maintenance (``postgres``) database of the test server; fails clearly when none answers."""
     from tests.conftest import POSTGRES_URL
 
     admin = make_url(POSTGRES_URL).set(database="postgres")
     try:
         _admin(admin, "SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(
+        pytest.fail(
             f"no PostgreSQL at {admin.render_as_string(hide_password=True)} ({exc}): "
             "set TRIPWIRE_TEST_POSTGRES_URL, or deselect with -m 'not postgres'"
         )
