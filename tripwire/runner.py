@@ -70,10 +70,34 @@ def _recorder(ctx: RunContext) -> Service:
     return RecorderService(ctx.bus, ctx.db, ctx.settings, consumer=ctx.consumer_name)
 
 
+def _evaluator(ctx: RunContext) -> Service:
+    from triggers.service import EvaluatorService
+    from triggers.store import AutomationStore
+
+    automations = AutomationStore(ctx.db, ctx.redis, ctx.settings.streams)
+    return EvaluatorService(
+        bus=ctx.bus,
+        redis=ctx.redis,
+        settings=ctx.settings,
+        automations=automations,
+        consumer=ctx.consumer_name,
+    )
+
+
+def _firings(ctx: RunContext) -> Service:
+    from triggers.firings import FiringStore
+    from triggers.outbox import OutboxService
+
+    sink = FiringStore(ctx.db)
+    return OutboxService(bus=ctx.bus, settings=ctx.settings, sink=sink, consumer=ctx.consumer_name)
+
+
 # name -> factory; registering a new service is one line here. The order is the start order.
 SERVICES: Mapping[str, ServiceFactory] = MappingProxyType(
     {
         "recorder": _recorder,
+        "evaluator": _evaluator,
+        "firings": _firings,
     }
 )
 
