@@ -2,80 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import REPO, RedisServer, free_port
+from tests.engine import EngineProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 EXAMPLES = REPO / "examples"
-
-
-class EngineProcess:
-    """``python -m tripwire server start`` on a free port, the private Redis and a fresh SQLite file."""
-
-    def __init__(self, tmp_path: Path, redis_server: RedisServer, *extra: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
-        self.env.update(
-            TRIPWIRE_HOME=str(tmp_path / "home"),
-            TRIPWIRE_REDIS_URL=redis_server.url,
-            TRIPWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'tripwire.db'}",
-            TRIPWIRE_STREAMS__PREFIX=f"tw-example-{uuid.uuid4().hex[:8]}",
-            TRIPWIRE_API_URL=self.url,
-            COLUMNS="200",
-        )
-        self.log = tmp_path / "server.log"
-        port = self.url.rsplit(":", 1)[1]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tripwire", "server", "start", "--port", port, *extra],
-                env=self.env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self._await(self._healthy, "the engine did not answer /health")
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the engine exited with {self.proc.returncode}:\n{self.log.read_text()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def _await(self, check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} within {timeout_s}s:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
-    def events(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.url}/api/events", params={"limit": 100}, timeout=5).json()["events"]
-
-    def await_events(self, count: int) -> list[dict[str, Any]]:
-        self._await(lambda: len(self.events()) >= count, f"{count} events were not recorded")
-        return self.events()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture
