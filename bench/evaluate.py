@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import resource
 import shutil
 import socket
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +32,22 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.bus import RedisBus  # noqa: E402
-from events.codec import encode_event  # noqa: E402
-from events.model import Event, now_utc  # noqa: E402
-from triggers.models import Automation  # noqa: E402
-from triggers.outbox import OutboxService  # noqa: E402
-from triggers.service import EvaluatorService  # noqa: E402
-from tripwire.settings import Settings, StreamSettings  # noqa: E402
+from events.bus import RedisBus
+from events.codec import encode_event
+from events.model import Event, now_utc
+from triggers.models import Automation
+from triggers.outbox import OutboxService
+from triggers.service import EvaluatorService
+from tripwire.settings import Settings, StreamSettings
+
+ENABLED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Source:
+    """The automations, identical in every evaluator process (same ids, same enable time)."""
+
     def __init__(self, automations: list[Automation]) -> None:
-        self.pairs = [(a, now_utc()) for a in automations]
+        self.pairs = [(a, ENABLED_AT) for a in automations]
 
     async def changes_version(self) -> int:
         return 1
@@ -68,14 +74,21 @@ def automations(total: int) -> list[Automation]:
         },
         "actions": [{"type": "do-nothing"}],
     }
+    target["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, "bench target"))
     out = [Automation.model_validate(target)]
     for k in range(total - 1):
-        trigger: dict[str, Any] = {"type": "event", "threshold": 3, "within": 600, "for_each": ["tripwire.resource.id"]}
+        trigger: dict[str, Any] = {
+            "type": "event",
+            "threshold": 3,
+            "within": 600,
+            "for_each": ["tripwire.resource.id"],
+        }
         if k % 2:
             trigger |= {"expect": [f"noise.{k}.failed"]}
         else:
             trigger |= {"expect": ["bench.run.failed"], "match": {"tripwire.resource.id": f"other.svc.{k}.*"}}
-        out.append(Automation.model_validate({"name": f"noise {k}", "trigger": trigger, "actions": []}))
+        noise = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"noise {k}")), "name": f"noise {k}"}
+        out.append(Automation.model_validate(noise | {"trigger": trigger, "actions": []}))
     return out
 
 
@@ -85,7 +98,19 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
         port = s.getsockname()[1]
     exe = shutil.which("redis-server") or sys.exit("redis-server is not on PATH")
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
         stdout=subprocess.DEVNULL,
     )
     return proc, port
@@ -104,6 +129,27 @@ async def wait_ping(url: str) -> None:
     await client.aclose()
 
 
+async def _serve_evaluator(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
+    client = aioredis.Redis.from_url(url)
+    streams = StreamSettings(prefix=prefix, batch_size=500, block_ms=100)
+    settings = Settings(redis_url=url, streams=streams)
+    bus = RedisBus(client, streams)
+    source = Source(automations(total_automations))
+    service = EvaluatorService(
+        bus=bus, redis=client, settings=settings, automations=source, consumer=f"child-{os.getpid()}"
+    )
+    async with service:
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+    await bus.close()
+    await client.aclose()
+
+
+def evaluator_process(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
+    """An extra evaluator in its own process (``--evaluators N``), sharing the consumer group."""
+    asyncio.run(_serve_evaluator(url, prefix, total_automations, stop, ready))
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -111,14 +157,21 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run_once(url: str, resources: int, total_automations: int, paced: float | None) -> dict[str, Any]:
+async def run_once(
+    url: str, resources: int, total_automations: int, paced: float | None, evaluators: int = 1
+) -> dict[str, Any]:
     client = aioredis.Redis.from_url(url)
     await client.flushall()
-    streams = StreamSettings(prefix=f"bench-{uuid.uuid4().hex[:6]}", batch_size=500, block_ms=100)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    streams = StreamSettings(prefix=prefix, batch_size=500, block_ms=100)
     settings = Settings(redis_url=url, streams=streams)
     bus = RedisBus(client, streams)
     evaluator = EvaluatorService(
-        bus=bus, redis=client, settings=settings, automations=Source(automations(total_automations)), consumer="b1"
+        bus=bus,
+        redis=client,
+        settings=settings,
+        automations=Source(automations(total_automations)),
+        consumer="b1",
     )
     relay = OutboxService(bus=bus, settings=settings, sink=NullSink(), consumer="o1")
     await bus.ensure_group(streams.actions, "bench")
@@ -141,28 +194,45 @@ async def run_once(url: str, resources: int, total_automations: int, paced: floa
         await reader.aclose()
         done.set()
 
-    events = []
+    # The producer's work (building, stamping and encoding events) is done before the clock starts:
+    # the figure is the engine's, from the first XADD to the last action message.
+    rounds: list[int] = []
+    payloads: list[bytes] = []
+    ids: list[str] = []
+    stamp = now_utc()
     for round_ in range(3):
         for i in range(resources):
-            events.append(
-                (round_, Event(event="bench.run.failed", resource={"tripwire.resource.id": f"bench.run.{i}"}))
+            event = Event(
+                event="bench.run.failed", resource={"tripwire.resource.id": f"bench.run.{i}"}, received=stamp
             )
+            rounds.append(round_)
+            payloads.append(encode_event(event))
+            ids.append(str(event.id))
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    readies = [ctx.Event() for _ in range(evaluators - 1)]
+    children = [
+        ctx.Process(target=evaluator_process, args=(url, prefix, total_automations, stop, ready), daemon=True)
+        for ready in readies
+    ]
+    for child in children:
+        child.start()
+    for ready in readies:
+        await asyncio.to_thread(ready.wait, 60)
     cpu0 = time.process_time()
     async with evaluator:
         await relay.start()
         watcher = asyncio.create_task(watch())
         start = time.perf_counter()
         chunk = 1000 if paced is None else max(1, int(paced / 50))
-        for n in range(0, len(events), chunk):
-            part = events[n : n + chunk]
-            stamped = [e.received_now(now_utc()) for _, e in part]
-            await bus.publish(streams.events, [encode_event(e) for e in stamped])
+        for n in range(0, len(payloads), chunk):
+            await bus.publish(streams.events, payloads[n : n + chunk])
             t = time.perf_counter()
-            for (round_, _), e in zip(part, stamped, strict=True):
-                if round_ == 2:
-                    third_published[str(e.id)] = t
+            for k in range(n, min(n + chunk, len(payloads))):
+                if rounds[k] == 2:
+                    third_published[ids[k]] = t
             if paced is not None:
-                target = start + (n + len(part)) / paced
+                target = start + (n + chunk) / paced
                 await asyncio.sleep(max(0.0, target - time.perf_counter()))
         try:
             await asyncio.wait_for(done.wait(), timeout=600)
@@ -170,16 +240,20 @@ async def run_once(url: str, resources: int, total_automations: int, paced: floa
             watcher.cancel()
         elapsed = max(observed.values()) - start
         await relay.stop()
+    stop.set()
+    for child in children:
+        child.join(30)
     cpu = time.process_time() - cpu0
     lat = [observed[k] - third_published[k] for k in observed if k in third_published]
     info = await client.info("cpu")
     await client.aclose()
     missing = sum(1 for k in third_published if k not in observed)
     return {
-        "events": len(events),
+        "events": len(payloads),
         "automations": total_automations,
+        "evaluator_processes": evaluators,
         "paced_events_per_s": paced,
-        "events_per_s": round(len(events) / elapsed),
+        "events_per_s": round(len(payloads) / elapsed),
         "fired": len(observed),
         "missing": missing,
         "unexpected": sum(1 for k in observed if k not in third_published),
@@ -196,12 +270,15 @@ async def run_once(url: str, resources: int, total_automations: int, paced: floa
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=["small", "large"], default="small")
     parser.add_argument("--automations", type=int, default=1000)
     parser.add_argument("--resources", type=int, help="overrides --size")
     parser.add_argument("--paced", type=float, help="publish at this many events/s instead of a burst")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--evaluators", type=int, default=1, help="evaluator processes sharing the group")
     args = parser.parse_args()
     resources = args.resources or (1_000 if args.size == "small" else 100_000)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +288,7 @@ async def main() -> None:
             await wait_ping(url)
             results = []
             for _ in range(args.runs):
-                result = await run_once(url, resources, args.automations, args.paced)
+                result = await run_once(url, resources, args.automations, args.paced, args.evaluators)
                 print(json.dumps(result), flush=True)
                 results.append(result)
         finally:

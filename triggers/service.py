@@ -303,7 +303,8 @@ class EvaluatorService:
                 self._hold_ops(commit, pred, held)
                 continue
             self._ready(_Pending(event, t, i), waiting, commit, order)
-        extra = [p.event for p in order if str(p.event.id) not in ids]
+        batch_ids = set(ids)
+        extra = [p.event for p in order if str(p.event.id) not in batch_ids]
         if extra:  # released followers from earlier batches: their records too
             more = {k: None for e in extra for k in ev.keys_for(e) if k not in keys}
             if more:
