@@ -117,8 +117,8 @@ def post_events(engine: EngineProcess, events: list[dict[str, Any]]) -> None:
 
 
 def test_three_failures_from_a_json_file_fire_once_per_deployment(engine: EngineProcess) -> None:
-    assert "created" in cli(engine.env, "automation", "apply", "-f", str(THREE_FAILURES))
-    await_loaded(engine.log, 1)
+    applied = cli(engine.env, "automation", "apply", "-f", str(THREE_FAILURES))
+    assert "created" in applied and "live on 1 evaluator(s)" in applied  # apply waits until it is live
     streams = Streams(engine.env)
     # etl fails 3 times, ml twice, batch 4 times: one firing for etl and one for batch.
     etl = [failure("etl", n) for n in range(3)]

@@ -14,13 +14,17 @@ Notes referred to by the tests:
    ``held:<predecessor>``, and given a release time ``occurred + follows_wait_s``). Processing the
    predecessor, here or in a later batch, releases it right after; so does a tick past its release.
 4. Automations are reloaded when the store's change counter moves (polled every ``reload_interval_s``).
+   Each poll also reports, in the hash ``<prefix>:evaluators``, which counter value this evaluator has
+   loaded, so clients can wait until a change is live everywhere (``evaluators_status``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,14 +44,23 @@ from triggers.outcomes import Outcomes, from_us, to_us
 from triggers.redis_state import Conflict, RedisStateStore, StateCommit
 from triggers.state import MemoryStateStore
 from tripwire.services import ServiceState
-from tripwire.settings import Settings
+from tripwire.settings import Settings, StreamSettings
 
-__all__ = ["AutomationSource", "EvaluatorService", "caught_up_us"]
+__all__ = [
+    "LIVE_S",
+    "AutomationSource",
+    "EvaluatorService",
+    "EvaluatorsStatus",
+    "caught_up_us",
+    "evaluators_status",
+]
 
 logger = logging.getLogger(__name__)
 
 GROUP = "evaluator"
 MAX_CONFLICTS = 20
+LIVE_S = 5.0
+"""An evaluator that reported within this many seconds counts as running (note 4)."""
 
 
 class AutomationSource(Protocol):
@@ -58,6 +71,32 @@ class AutomationSource(Protocol):
     async def enabled_automations(self) -> list[tuple[Automation, datetime]]:
         """Each enabled automation with the moment its current definition was enabled."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorsStatus:
+    """Which automations version each running evaluator has loaded."""
+
+    version: int
+    evaluators: dict[str, int]
+
+    @property
+    def current(self) -> bool:
+        """Every running evaluator uses the latest automations (False when none runs)."""
+        return bool(self.evaluators) and all(v >= self.version for v in self.evaluators.values())
+
+
+async def evaluators_status(
+    client: aioredis.Redis, streams: StreamSettings, version: int
+) -> EvaluatorsStatus:
+    """The running evaluators (reported within ``LIVE_S``) and the automations version each has loaded."""
+    now_ms = int(time.time() * 1000)
+    live: dict[str, int] = {}
+    for name, value in (await client.hgetall(streams.key("evaluators"))).items():
+        loaded, _, at_ms = value.decode().partition("|")
+        if now_ms - int(at_ms) <= LIVE_S * 1000:
+            live[name.decode()] = int(loaded)
+    return EvaluatorsStatus(version=version, evaluators=live)
 
 
 @dataclass(slots=True)
@@ -138,6 +177,7 @@ class EvaluatorService:
         self.settings = settings
         self.streams = settings.streams
         self.automations = automations
+        self.consumer_name = consumer
         self.clock = clock
         self.tick_interval_s = tick_interval_s
         self.reload_interval_s = reload_interval_s
@@ -180,6 +220,8 @@ class EvaluatorService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self.redis.hdel(self.streams.key("evaluators"), self.consumer_name)
         self._state = ServiceState.STOPPED
 
     async def __aenter__(self) -> EvaluatorService:
@@ -205,6 +247,7 @@ class EvaluatorService:
         """Reload the automations when they changed (note 4); returns whether it did."""
         version = await self.automations.changes_version()
         if not force and version == self._version:
+            await self._report()
             return False
         pairs = await self.automations.enabled_automations()
         async with self._lock:
@@ -216,8 +259,14 @@ class EvaluatorService:
             self._automation_by_id = {a.id: a for a, _ in pairs}
             self._version = version
             await self._arm_at_enable(pairs)
+        await self._report()
         logger.info("loaded %d automations", len(pairs), extra={"version": version})
         return True
+
+    async def _report(self) -> None:
+        """Tell clients which automations version this evaluator uses, and that it is alive (note 4)."""
+        value = f"{self._version}|{int(time.time() * 1000)}"
+        await self.redis.hset(self.streams.key("evaluators"), self.consumer_name, value)
 
     async def _arm_at_enable(self, pairs: list[tuple[Automation, datetime]]) -> None:
         """Arm proactive triggers without ``after``/``for_each`` at their enable time, once (S6)."""

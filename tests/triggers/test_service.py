@@ -16,7 +16,7 @@ from events.emit import EventEmitter
 from events.model import Event
 from triggers.models import Automation
 from triggers.outbox import OutboxService
-from triggers.service import EvaluatorService
+from triggers.service import EvaluatorService, evaluators_status
 from tripwire.settings import Settings
 
 pytestmark = pytest.mark.redis
@@ -130,7 +130,12 @@ async def bus(redis_client: aioredis.Redis, settings: Settings) -> AsyncIterator
 
 
 def make_service(
-    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings, source: Automations, clock: FakeClock, name: str
+    bus: RedisBus,
+    redis_client: aioredis.Redis,
+    settings: Settings,
+    source: Automations,
+    clock: FakeClock,
+    name: str,
 ) -> EvaluatorService:
     # Ticks are driven by the tests (tick()); the background tick only repeats them, hourly.
     return EvaluatorService(
@@ -199,7 +204,9 @@ async def test_two_evaluators_share_state_without_losing_or_doubling(
     assert sorted(keys) == sorted(deployments)
 
 
-async def test_duplicate_event_ids_count_once(bus: RedisBus, redis_client: aioredis.Redis, settings: Settings) -> None:
+async def test_duplicate_event_ids_count_once(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
     clock = FakeClock(T0)
     emitter = EventEmitter(bus, settings, clock=clock)
     service = make_service(bus, redis_client, settings, Automations(three_failures()), clock, "e1")
@@ -313,3 +320,18 @@ async def test_dry_run_records_would_have_run_and_queues_no_action(
     assert doc["mode"] == "dry-run"
     assert [a["status"] for a in doc["actions"]] == ["would have run"]
     assert int(await redis_client.xlen(settings.streams.actions)) == 0
+
+
+async def test_evaluators_report_the_automations_version_they_use(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    source = Automations(three_failures())
+    service = make_service(bus, redis_client, settings, source, FakeClock(T0), "e1")
+    assert not (await evaluators_status(redis_client, settings.streams, 1)).current  # none running
+    async with service:
+        assert (await evaluators_status(redis_client, settings.streams, 1)).evaluators == {"e1": 1}
+        source.version = 2
+        assert not (await evaluators_status(redis_client, settings.streams, 2)).current
+        await service.reload()
+        assert (await evaluators_status(redis_client, settings.streams, 2)).current
+    assert (await evaluators_status(redis_client, settings.streams, 2)).evaluators == {}  # stopped: gone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def apply(
     files: list[Path] = typer.Option(
         ..., "--file", "-f", help="a .json, .yaml/.yml or .py file of automations (repeatable)"
     ),
+    wait_s: float = typer.Option(
+        10.0, "--wait", help="seconds to wait until every running evaluator uses the change (0: don't)"
+    ),
 ) -> None:
     """Create or update automations by name from files: all of them, or none when one is invalid."""
     automations = load_automation_files(files)
@@ -136,6 +140,23 @@ def apply(
             f"[{_STATUS_STYLE.get(status, 'bold')}]{status:9}[/] {escape(stored['name'])} "
             f"[dim](version {stored['version']}, id {stored['id']})[/]"
         )
+    if wait_s > 0:
+        with _client(ctx) as client:
+            console.print(_await_live(client, wait_s))
+
+
+def _await_live(client: ApiClient, wait_s: float) -> str:
+    """Poll ``GET /api/evaluators`` until every running evaluator has loaded the latest automations."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        status = client.get("/api/evaluators")
+        if status["current"]:
+            return f"[green]live[/] on {len(status['evaluators'])} evaluator(s)"
+        if not status["evaluators"]:
+            return "[yellow]no evaluator is running[/]: the automations apply once one starts"
+        if time.monotonic() > deadline:
+            return f"[yellow]not yet live on every evaluator after {wait_s:g} s[/]"
+        time.sleep(0.1)
 
 
 def _named(line: str, names: list[str]) -> str:
