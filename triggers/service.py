@@ -190,6 +190,7 @@ class EvaluatorService:
         self._lock = asyncio.Lock()
         self._version: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
         self._state = ServiceState.CREATED
         self._automation_by_id: dict[UUID, Automation] = {}
         self.undecodable = 0
@@ -203,6 +204,7 @@ class EvaluatorService:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopped.clear()
         await self.bus.ensure_group(self.streams.events, GROUP)
         await self.bus.ensure_group(self.store.outbox, "firings")
         await self.reload(force=True)
@@ -216,7 +218,10 @@ class EvaluatorService:
     async def stop(self) -> None:
         self._state = ServiceState.STOPPING
         await self._consumer.stop()
-        for task in self._tasks:
+        # The timer loops end at their next wake-up; cancel only one that is stuck in a Redis call.
+        self._stopped.set()
+        _, stuck = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
+        for task in stuck:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
@@ -232,14 +237,14 @@ class EvaluatorService:
         await self.stop()
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
-        while True:
+        """Run ``job`` every ``interval_s`` until ``stop()``; a failure is logged and retried."""
+        while not self._stopped.is_set():
             try:
                 await job()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 logger.exception("evaluator %s failed; retrying", getattr(job, "__name__", "job"))
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval_s)
 
     # --- automations -------------------------------------------------------------------------------
 
