@@ -1,19 +1,24 @@
-"""Emit example events: three runs of the deployment "etl" start and fail, a minute or two apart.
+"""The example: apply "3 failures of one deployment in 10 minutes", then three runs of "etl" fail.
 
 Run it against a running engine (``tripwire server start`` in another terminal):
 
     python examples/emit_events.py                 # the API at TRIPWIRE_API_URL (default http://127.0.0.1:4242)
-    tripwire events ls                             # shows them
+    tripwire events ls                             # the events, and the automation's triggered event
+    tripwire automation firings "etl keeps failing"
 
-``tripwire server start --with-example`` runs this program once the API answers. The automation in the
-README ("3 failures of one deployment in 10 minutes") fires on exactly these events.
+``tripwire server start --with-example`` runs this program once the API answers. It applies
+``examples/automations/three_failures.json``, waits until the evaluator uses it, emits the events and
+prints the firing they cause.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +27,8 @@ from events.model import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event
 from tripwire.settings import Settings
 
 __all__ = ["example_events", "main"]
+
+AUTOMATION = Path(__file__).resolve().parent / "automations" / "three_failures.json"
 
 
 def _flow_run_event(state: str, run: int, when: datetime) -> Event:
@@ -61,17 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     if settings.api_key is not None:
         headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
 
-    events = example_events(datetime.now(UTC))
-    body: list[dict[str, Any]] = [e.model_dump(mode="json", exclude_none=True) for e in events]
+    api = httpx.Client(base_url=args.api_url.rstrip("/"), headers=headers, timeout=10)
     try:
-        response = httpx.post(
-            f"{args.api_url.rstrip('/')}/api/events", json=body, headers=headers, timeout=10
-        )
+        applied = api.put("/api/automations/apply", json=json.loads(AUTOMATION.read_text()))
     except httpx.TransportError as exc:
         print(
             f"cannot reach the Tripwire API at {args.api_url} ({exc}): start it with `tripwire server start`"
         )
         return 1
+    if applied.status_code != 200:
+        print(f"the API refused the automation ({applied.status_code}): {applied.text}")
+        return 1
+    name = applied.json()["automation"]["name"]
+    print(f"automation {name!r}: {applied.json()['status']}")
+    _until(lambda: api.get("/api/evaluators").json()["current"], timeout_s=10)
+
+    events = example_events(datetime.now(UTC))
+    body: list[dict[str, Any]] = [e.model_dump(mode="json", exclude_none=True) for e in events]
+    response = api.post("/api/events", json=body)
     if response.status_code != 202:
         print(f"the API refused the events ({response.status_code}): {response.text}")
         return 1
@@ -83,7 +97,25 @@ def main(argv: list[str] | None = None) -> int:
             f"  {event.occurred:%H:%M:%S}  {event.event:<26} {event.resource_id}  (deployment {deployment})"
         )
     print("see them with: tripwire events ls")
+    firings_path = f"/api/automations/{name}/firings"
+    if _until(lambda: api.get(firings_path).json()["firings"], timeout_s=10):
+        for firing in api.get(firings_path).json()["firings"]:
+            key = ", ".join(f"{k}={v}" for k, v in firing["labels"].items())
+            print(f"{name!r} {firing['kind']} at {firing['occurred']} for {key}")
+        print(f'see why with: tripwire automation firings "{name}"')
+    else:
+        print(f"{name!r} has not fired yet: is the evaluator running? (tripwire server start runs it)")
     return 0
+
+
+def _until(check: Any, timeout_s: float) -> bool:
+    """Poll ``check`` until it is truthy or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ def test_emit_events_example(engine: EngineProcess) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "emitted 6 events" in result.stdout
+    assert "'etl keeps failing' triggered" in result.stdout  # the example's automation fired
+    assert "related:deployment:tripwire.resource.id=tripwire.deployment.etl" in result.stdout
 
     events = engine.await_events(6)
     assert len(_failures_of_etl(events)) == 3
