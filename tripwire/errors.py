@@ -5,7 +5,8 @@ TripwireError
 ├── ValidationFailed            user input refused; ``errors`` lists (location, message) pairs
 │   └── EventRejected           an event broke a rule or limit at intake
 ├── ServiceUnavailable          a dependency (Redis, the database) cannot be reached
-└── NotFound                    a named object does not exist
+├── NotFound                    a named object does not exist
+└── ActionFailed                an action failed in an expected way (recorded, not retried)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ActionFailed",
     "ConfigurationError",
     "EventRejected",
     "NotFound",
@@ -48,3 +50,15 @@ class ServiceUnavailable(TripwireError):
 
 class NotFound(TripwireError):
     """A named object does not exist."""
+
+
+class ActionFailed(TripwireError):
+    """An action failed in an expected way (block missing, receiver answered 4xx, target not found).
+
+    It is recorded with ``reason`` and not retried; any other exception raised by an action is retried.
+    ``reason`` must never contain a secret.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

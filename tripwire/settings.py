@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_REDIS_URL", "EventLimits", "Settings", "StreamSettings"]
+__all__ = ["DEFAULT_REDIS_URL", "ActionSettings", "EventLimits", "Settings", "StreamSettings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -51,6 +51,24 @@ class StreamSettings(BaseModel):
         return self.key("actions")
 
 
+class ActionSettings(BaseModel):
+    """How the action runner runs actions (actions/runner.py)."""
+
+    timeout_s: float = Field(30.0, gt=0, description="time limit of one attempt of one action")
+    attempts: int = Field(3, ge=1, description="attempts of an action that fails unexpectedly (5xx, timeout)")
+    backoff_s: float = Field(0.5, ge=0, description="wait before the 2nd attempt; doubles, with jitter")
+    backoff_max_s: float = Field(30.0, ge=0, description="longest wait between two attempts")
+    concurrency: int = Field(16, ge=1, description="actions one runner process runs at the same time")
+    done_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a finished action is remembered")
+    max_runs_per_minute: int = Field(
+        600, ge=0, description="actions per automation per minute before the loop guard refuses more; 0: off"
+    )
+    event_wait_s: float = Field(5.0, ge=0, description="how long to wait for the recorder to store an event")
+    render_timeout_s: float = Field(2.0, gt=0, description="time limit of rendering one template")
+    max_output_bytes: int = Field(64 * 1024, ge=1024, description="size limit of one rendered template")
+    max_range: int = Field(10_000, ge=1, description="items a template's range() may yield")
+
+
 class Settings(BaseSettings):
     """Everything configurable, from ``TRIPWIRE_*`` variables (nested with ``__``)."""
 
@@ -65,10 +83,16 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite under home")
     api_url: str = Field("http://127.0.0.1:4242", description="where the CLI finds the API")
     api_key: SecretStr | None = Field(None, description="bearer token required by the API when set")
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="key(s) encrypting blocks at rest, comma-separated, first = primary (blocks/crypto.py); "
+        "unset means the key file <home>/encryption.key, created on first use",
+    )
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(4242, description="API port")
     streams: StreamSettings = Field(default_factory=StreamSettings)
     limits: EventLimits = Field(default_factory=EventLimits)
+    actions: ActionSettings = Field(default_factory=ActionSettings)
 
     @property
     def effective_redis_url(self) -> str:

@@ -150,3 +150,44 @@ firings = Table(
     Column("recorded_at", UTCDateTime(), nullable=False),
     Index("ix_firings_automation_id_occurred_id", "automation_id", "occurred", "id"),
 )
+
+
+# --- credential blocks (blocks/store.py) ----------------------------------------------------------
+# The whole block document is encrypted (blocks/crypto.py); no value of it is stored in the clear.
+
+__all__ += ["blocks"]
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("type", String(64), primary_key=True, comment="the block type's slug, e.g. 'slack-webhook'"),
+    Column("name", String(128), primary_key=True),
+    Column("ciphertext", Text(), nullable=False, comment="the encrypted document (a Fernet token)"),
+    Column("key_id", String(16), nullable=False, comment="fingerprint of the key that encrypted it"),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
+
+
+# --- action results (actions/results.py) -----------------------------------------------------------
+# One row per action message (its idempotency key), written by the action runner when the action ends.
+
+__all__ += ["action_results"]
+
+action_results = Table(
+    "action_results",
+    metadata,
+    Column("idempotency_key", Text(), primary_key=True, comment="'<firing id>:<kind>:<index>'"),
+    Column("firing_id", Uuid(), nullable=False, comment="the firing (or resolution) that started it"),
+    Column("automation_id", Uuid(), nullable=False),
+    Column("kind", String(16), nullable=False, comment="'triggered' or 'resolved'"),
+    Column("action_index", sa.Integer(), nullable=False, comment="position in the firing's actions"),
+    Column("action_type", String(64), nullable=False, comment="e.g. 'send-notification'"),
+    Column("status", String(16), nullable=False, comment="'succeeded', 'failed' or 'dead-lettered'"),
+    Column("attempts", sa.Integer(), nullable=False, comment="attempts made by the run that finished it"),
+    Column("reason", Text(), nullable=True, comment="why it failed (never a secret)"),
+    Column("detail", JsonType, nullable=False, comment="what it did, e.g. {'status_code': 200}"),
+    Column("finished", UTCDateTime(), nullable=False),
+    Index("ix_action_results_firing_id_action_index", "firing_id", "action_index"),
+    Index("ix_action_results_automation_id_finished", "automation_id", "finished"),
+)

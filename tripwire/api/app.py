@@ -22,7 +22,9 @@ from events.emit import EventEmitter
 from events.ports import Bus
 from tripwire.api.auth import BearerAuth
 from tripwire.api.automations import automations_router
+from tripwire.api.blocks import blocks_router
 from tripwire.api.errors import install_error_handlers
+from tripwire.api.evaluators import evaluators_router
 from tripwire.api.events import events_router
 from tripwire.api.health import health_router
 from tripwire.db import Database
@@ -83,6 +85,8 @@ def create_app(
     api = APIRouter(prefix="/api", dependencies=[Depends(BearerAuth(settings.api_key))])
     api.include_router(events_router())
     api.include_router(automations_router())
+    api.include_router(evaluators_router())
+    api.include_router(blocks_router())
     app.include_router(api)
     app.include_router(health_router())
     return app

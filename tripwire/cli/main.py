@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 
 from tripwire.cli.automations import automation_app
+from tripwire.cli.blocks import block_app
 from tripwire.cli.client import fail
 from tripwire.cli.events import events_app
 from tripwire.cli.server import server_app, services_app
@@ -26,6 +27,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(services_app, name="services")
 app.add_typer(events_app, name="events")
 app.add_typer(automation_app, name="automation")
+app.add_typer(block_app, name="block")
 
 
 @app.callback()
