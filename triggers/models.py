@@ -21,6 +21,14 @@ from pydantic import (
     model_validator,
 )
 
+from actions.models import (
+    CallWebhookAction,
+    EmitEventAction,
+    PauseAutomationAction,
+    ResumeAutomationAction,
+    SendNotificationAction,
+    self_loop_error,
+)
 from triggers.durations import Seconds
 from triggers.where import WhereClause
 
@@ -65,7 +73,15 @@ class DoNothingAction(ActionBase):
     type: Literal["do-nothing"] = Field("do-nothing", description="action type")
 
 
-Action = Annotated[DoNothingAction, Field(discriminator="type")]
+Action = Annotated[
+    DoNothingAction
+    | SendNotificationAction
+    | CallWebhookAction
+    | PauseAutomationAction
+    | ResumeAutomationAction
+    | EmitEventAction,
+    Field(discriminator="type"),
+]
 """Any action: a discriminated union on ``type``."""
 
 
@@ -277,6 +293,16 @@ class Automation(BaseModel):
         if not value.strip():
             raise ValueError("name is blank; give the automation a name")
         return value
+
+    @model_validator(mode="after")
+    def _no_self_loop(self) -> Automation:
+        on_fire = [*self.actions, *self.actions_on_trigger]
+        locs = [f"actions[{i}]" for i in range(len(self.actions))]
+        locs += [f"actions_on_trigger[{i}]" for i in range(len(self.actions_on_trigger))]
+        loop = self_loop_error(self.trigger, list(zip(locs, on_fire, strict=True)))
+        if loop is not None:
+            raise ValueError(loop)  # the loop guard at save time: actions/models.py self_loop_error
+        return self
 
 
 def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:

@@ -92,12 +92,21 @@ def _firings(ctx: RunContext) -> Service:
     return OutboxService(bus=ctx.bus, settings=ctx.settings, sink=sink, consumer=ctx.consumer_name)
 
 
+def _actions(ctx: RunContext) -> Service:
+    from actions.runner import ActionRunnerService
+
+    return ActionRunnerService(
+        bus=ctx.bus, redis=ctx.redis, db=ctx.db, settings=ctx.settings, consumer=ctx.consumer_name
+    )
+
+
 # name -> factory; registering a new service is one line here. The order is the start order.
 SERVICES: Mapping[str, ServiceFactory] = MappingProxyType(
     {
         "recorder": _recorder,
         "evaluator": _evaluator,
         "firings": _firings,
+        "actions": _actions,
     }
 )
 

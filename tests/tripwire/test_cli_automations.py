@@ -287,14 +287,13 @@ def test_replay_reports_what_would_have_fired_over_history(cli: Cli, tmp_path: P
     while len(json.loads(ok(cli("events", "ls", "--json")))) < 5:  # the recorder is asynchronous
         assert datetime.now(UTC) < deadline, "the recorder did not store the events"
     report = json.loads(ok(cli("automation", "replay", "replayed", "--since", "1h", "--json")))
-    assert (report["events_scanned"], report["fired"]) == (5, 2)
+    # History also holds the engine's own events (the live firings' triggered events, action results).
+    assert report["events_scanned"] >= 5
+    assert report["fired"] == 2
+    assert [f["kind"] for f in report["firings"]].count("triggered") == 2
     assert "2 firings" in ok(cli("automation", "replay", "replayed", "--since", "1h"))
-    assert (
-        json.loads(ok(cli("automation", "replay", "replayed", "--since", "1h", "--until", "30m", "--json")))[
-            "events_scanned"
-        ]
-        == 0
-    )
+    earlier = cli("automation", "replay", "replayed", "--since", "1h", "--until", "30m", "--json")
+    assert json.loads(ok(earlier))["events_scanned"] == 0
 
 
 def test_replay_of_an_unknown_automation_is_a_clear_error(cli: Cli) -> None:
