@@ -46,9 +46,13 @@ class ActionDescriptor(BaseModel):
 
     index: int = Field(description="position in the automation's actions (or actions_on_resolve)")
     type: str = Field(description="the action's type, e.g. 'send-notification'")
-    status: Literal["queued", "would have run"] = Field(
-        description="'queued' for the action runner; 'would have run' in dry-run mode"
+    status: Literal["queued", "would have run", "succeeded", "failed", "dead-lettered"] = Field(
+        description="'queued' for the action runner ('would have run' in dry-run mode) until the runner "
+        "reports 'succeeded', 'failed' (not retried) or 'dead-lettered' (retries exhausted)"
     )
+    reason: str | None = Field(None, description="why it failed; never a secret")
+    attempts: int | None = Field(None, description="attempts made by the run that finished it")
+    finished: datetime | None = Field(None, description="when the action ended")
 
 
 class FiringRow(BaseModel):

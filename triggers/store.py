@@ -37,7 +37,7 @@ from triggers.models import Automation
 from tripwire.db import Database
 from tripwire.errors import NotFound, ValidationFailed
 from tripwire.settings import StreamSettings
-from tripwire.tables import automations, firings
+from tripwire.tables import action_results, automations, firings
 
 __all__ = ["ApplyResult", "ApplyStatus", "AutomationStore", "StoredAutomation"]
 
@@ -391,11 +391,12 @@ class AutomationStore:
         return stored
 
     async def delete(self, name_or_id: str | UUID) -> StoredAutomation:
-        """Delete an automation and its recorded firings; returns what was deleted."""
+        """Delete an automation, its recorded firings and their action results; returns what was deleted."""
         target = await self.resolve(name_or_id)
         async with self._db.begin() as conn:
             deleted = await conn.execute(delete(automations).where(automations.c.id == target.id))
             await conn.execute(delete(firings).where(firings.c.automation_id == target.id))
+            await conn.execute(delete(action_results).where(action_results.c.automation_id == target.id))
         if deleted.rowcount == 0:
             raise NotFound(f"automation {target.name!r} was deleted meanwhile")
         await self._changed()

@@ -120,6 +120,13 @@ async def test_three_failures_posted_to_the_api_alert_slack_email_and_a_webhook(
                 (1, "send-notification", "succeeded"),
                 (2, "call-webhook", "succeeded"),
             ]
+            # ... and the API shows each outcome next to the firing that caused it
+            [shown] = (await api.get("/api/automations/etl keeps failing/firings")).json()["firings"]
+            assert [(a["type"], a["status"], a["attempts"]) for a in shown["actions"]] == [
+                ("send-notification", "succeeded", 1),
+                ("send-notification", "succeeded", 1),
+                ("call-webhook", "succeeded", 1),
+            ]
 
     [message] = slack.received("/slack/services")
     assert message.path == "/slack/services/T0E2E/B0E2E/e2eSlackToken77"

@@ -28,6 +28,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from actions.results import ActionResult, ActionResultStore
 from events.model import now_utc
 from triggers.files import parse_automation
 from triggers.firings import MAX_PAGE, FiringPage, FiringStore
@@ -139,6 +140,22 @@ async def _documents(request: Request) -> list[Automation]:
     return out
 
 
+def with_outcomes(page: FiringPage, results: dict[UUID, list[ActionResult]]) -> FiringPage:
+    """Each firing's actions with what the action runner reported for them (queued until it does)."""
+    for firing in page.firings:
+        done = {r.index: r for r in results.get(firing.id, []) if r.kind == firing.kind}
+        for action in firing.actions:
+            result = done.get(action.index)
+            if result is not None:
+                action.status = result.status
+                action.reason, action.attempts, action.finished = (
+                    result.reason,
+                    result.attempts,
+                    result.finished,
+                )
+    return page
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -247,7 +264,9 @@ def automations_router() -> APIRouter:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> FiringPage:
         stored = await _store(request).resolve(ref)
-        return await FiringStore(request.app.state.db).list(stored.id, limit=limit, cursor=cursor)
+        page = await FiringStore(request.app.state.db).list(stored.id, limit=limit, cursor=cursor)
+        results = await ActionResultStore(request.app.state.db).for_firings([f.id for f in page.firings])
+        return with_outcomes(page, results)
 
     @router.post(
         "/{ref:path}/pause",

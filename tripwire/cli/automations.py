@@ -258,7 +258,15 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 def _actions_text(actions: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{a.get('type', '?')} ({a.get('status', '?')})" for a in actions) or "-"
+    return ", ".join(_action_text(a) for a in actions) or "-"
+
+
+def _action_text(action: dict[str, Any]) -> str:
+    """``send-notification (succeeded)``, ``call-webhook (failed: HTTP 404 ...)``."""
+    status = action.get("status", "?")
+    if action.get("reason"):
+        status = f"{status}: {action['reason']}"
+    return f"{action.get('type', '?')} ({status})"
 
 
 @automation_app.command("firings")
