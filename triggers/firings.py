@@ -105,6 +105,8 @@ def _row(firing: FiringRow) -> dict[str, Any]:
     data = firing.model_dump(
         mode="json", exclude={"id", "automation_id", "event_id", "occurred", "recorded_at"}
     )
+    # outcomes (reason, attempts, finished) are joined in when read, not stored with the firing
+    data["actions"] = [a.model_dump(mode="json", exclude_none=True) for a in firing.actions]
     return {
         **data,
         "id": firing.id,
