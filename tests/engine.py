@@ -30,6 +30,7 @@ def tripwire_env(tmp_path: Path, redis_server: RedisServer, **extra: str) -> dic
         TRIPWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'tripwire.db'}",
         TRIPWIRE_STREAMS__PREFIX=f"tw-e2e-{uuid.uuid4().hex[:8]}",
         COLUMNS="200",
+        PYTHONUNBUFFERED="1",  # process logs are read by the tests and shown when one fails
     )
     env.update(extra)
     return env

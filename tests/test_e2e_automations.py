@@ -106,9 +106,21 @@ def firings_of(engine: EngineProcess, name: str) -> list[dict[str, Any]]:
     return page.json()["firings"]
 
 
-def await_loaded(log: Path, count: int) -> None:
-    """Automations are picked up by a polling evaluator; events sent before that are not theirs."""
-    await_condition(lambda: f"loaded {count} automations" in log.read_text(), "the evaluator to load them")
+def await_live(env: dict[str, str], evaluators: int) -> None:
+    """Wait until ``evaluators`` running evaluators use the latest automations (what ``apply`` waits for)."""
+    streams = Streams(env)
+
+    def live() -> bool:
+        version = int(streams.client.get(streams.settings.streams.key("automations", "version")) or 0)
+        reported = streams.client.hgetall(streams.settings.streams.key("evaluators"))
+        now_ms = time.time() * 1000
+        current = [
+            v for v in reported.values()
+            if int(v.split(b"|")[0]) >= version and now_ms - int(v.split(b"|")[1]) < 5000
+        ]  # fmt: skip
+        return len(current) >= evaluators
+
+    await_condition(live, f"{evaluators} evaluator(s) to use the automations")
 
 
 def post_events(engine: EngineProcess, events: list[dict[str, Any]]) -> None:
@@ -144,8 +156,7 @@ def test_three_failures_from_a_json_file_fire_once_per_deployment(engine: Engine
 def test_two_evaluator_processes_share_the_stream(engine: EngineProcess, tmp_path: Path) -> None:
     cli(engine.env, "automation", "apply", "-f", str(THREE_FAILURES))
     second = ServiceProcess(engine.env, tmp_path / "evaluator-2.log", "evaluator")
-    await_loaded(engine.log, 1)
-    await_loaded(second.log, 1)
+    await_live(engine.env, 2)
     streams = Streams(engine.env)
     deployments = [f"d{i}" for i in range(150)]
     try:
@@ -175,7 +186,7 @@ def test_an_evaluator_killed_mid_stream_loses_and_doubles_nothing(
     streams = Streams(env)
     asyncio.run(_apply(env))
     evaluator = ServiceProcess(env, tmp_path / "evaluator-1.log", "evaluator")
-    await_loaded(evaluator.log, 1)
+    await_live(env, 1)
     resources = 3000
     try:
         events = [failure(f"d{i}", n) for n in range(3) for i in range(resources)]
@@ -236,7 +247,7 @@ def test_a_silent_worker_fires_within_a_second_of_its_deadline_and_resolves(engi
     }
     created = httpx.post(f"{engine.url}/api/automations", json=rule, timeout=10)
     assert created.status_code == 201, created.text
-    await_loaded(engine.log, 1)
+    await_live(engine.env, 1)
 
     def beat(*workers: str) -> None:
         post_events(
