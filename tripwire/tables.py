@@ -191,3 +191,24 @@ action_results = Table(
     Index("ix_action_results_firing_id_action_index", "firing_id", "action_index"),
     Index("ix_action_results_automation_id_finished", "automation_id", "finished"),
 )
+
+
+# --- webhooks in (events/webhooks/store.py) ---------------------------------------------------------
+# The definition document holds the template and auth; secrets stay in blocks (only their names here).
+
+__all__ += ["webhooks"]
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("slug", String(128), nullable=False, comment="the URL part /hooks/<slug>"),
+    Column("enabled", sa.Boolean(), nullable=False),
+    Column("document", JsonType, nullable=False, comment='WebhookDefinition.model_dump(mode="json")'),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("version", sa.Integer(), nullable=False, comment="1 when created, +1 on every change"),
+    sa.UniqueConstraint("name", name="uq_webhooks_name"),
+    sa.UniqueConstraint("slug", name="uq_webhooks_slug"),
+)

@@ -27,6 +27,8 @@ from tripwire.api.errors import install_error_handlers
 from tripwire.api.evaluators import evaluators_router
 from tripwire.api.events import events_router
 from tripwire.api.health import health_router
+from tripwire.api.hooks import hooks_router
+from tripwire.api.webhooks import webhooks_router
 from tripwire.db import Database
 from tripwire.services import Service
 from tripwire.settings import Settings
@@ -87,6 +89,8 @@ def create_app(
     api.include_router(automations_router())
     api.include_router(evaluators_router())
     api.include_router(blocks_router())
+    api.include_router(webhooks_router())
     app.include_router(api)
     app.include_router(health_router())
+    app.include_router(hooks_router())  # not under /api: each webhook has its own auth
     return app

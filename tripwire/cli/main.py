@@ -12,6 +12,7 @@ from tripwire.cli.blocks import block_app
 from tripwire.cli.client import fail
 from tripwire.cli.events import events_app
 from tripwire.cli.server import server_app, services_app
+from tripwire.cli.webhooks import webhook_app
 from tripwire.settings import Settings
 
 __all__ = ["app"]
@@ -28,6 +29,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(events_app, name="events")
 app.add_typer(automation_app, name="automation")
 app.add_typer(block_app, name="block")
+app.add_typer(webhook_app, name="webhook")
 
 
 @app.callback()
