@@ -23,11 +23,11 @@ Notes referred to by the tests:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from triggers.state import MemoryStateStore, Record
@@ -77,9 +77,9 @@ return {1, ''}
 """.replace("TOMBSTONE_TTL_MS", str(_TOMBSTONE_TTL_MS)).replace("DAY_MS", str(_DAY_MS))
 
 
-def _encode(doc: dict[str, Any]) -> str:
+def _encode(doc: dict[str, Any]) -> bytes:
     """JSON for the commit script. cjson decodes ``[]`` and ``{}`` alike, so empty lists survive."""
-    return json.dumps(doc, separators=(",", ":"))
+    return orjson.dumps(doc)
 
 
 class Conflict(Exception):
@@ -152,7 +152,7 @@ class RedisStateStore:
             version, due, data = raw.split(b"|", 2)
             loaded.versions[key] = int(version)
             if data:
-                loaded.records[key] = (json.loads(data), int(due) if due else None)
+                loaded.records[key] = (orjson.loads(data), int(due) if due else None)
         for eid, mark in zip(ids, values[len(keys) :], strict=True):
             if mark is not None:
                 loaded.marks[eid] = mark.decode()
@@ -169,7 +169,7 @@ class RedisStateStore:
         """Write the batch if nothing it read has changed since; raise Conflict otherwise."""
         records = []
         for key, (record, due_us) in commit.changes.items():
-            data = "" if record is None else json.dumps(record, separators=(",", ":"))
+            data = "" if record is None else orjson.dumps(record).decode()
             due = "" if due_us is None else str(due_us)
             records.append([self.record_key(key), str(loaded.versions.get(key, 0)), data, due, key])
         marks = [[self.mark_key(e), loaded.marks.get(e, ""), m] for e, m in commit.marks.items()]
