@@ -334,8 +334,20 @@ def _data(fields: dict[Any, Any]) -> bytes:
 class RedisConsumer(GroupConsumer):
     """A GroupConsumer on Redis Streams (XREADGROUP, XACK, XAUTOCLAIM + XPENDING, MULTI to the DLQ)."""
 
-    def __init__(self, bus: RedisBus, stream: str, group: str, name: str, handler: Handler) -> None:
-        super().__init__(stream, group, name, handler, bus.streams)
+    def __init__(
+        self,
+        bus: RedisBus,
+        stream: str,
+        group: str,
+        name: str,
+        handler: Handler,
+        *,
+        batch_size: int | None = None,
+    ) -> None:
+        streams = bus.streams
+        if batch_size is not None:
+            streams = streams.model_copy(update={"batch_size": batch_size})
+        super().__init__(stream, group, name, handler, streams)
         self._bus = bus
         self._client = bus.client
         self._failures = failures_key(stream, group)
@@ -464,9 +476,11 @@ class RedisBus:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
 
-    def consumer(self, stream: str, group: str, name: str, handler: Handler) -> RedisConsumer:
+    def consumer(
+        self, stream: str, group: str, name: str, handler: Handler, *, batch_size: int | None = None
+    ) -> RedisConsumer:
         """A consumer of ``stream`` in ``group``; call ``start()`` or use ``async with``."""
-        consumer = RedisConsumer(self, stream, group, name, handler)
+        consumer = RedisConsumer(self, stream, group, name, handler, batch_size=batch_size)
         self._consumers.append(consumer)
         return consumer
 

@@ -83,9 +83,11 @@ class MemoryBus:
         if group not in s.groups:
             s.groups[group] = _Group(cursor=s.last if start_id == "$" else _key(start_id))
 
-    def consumer(self, stream: str, group: str, name: str, handler: Handler) -> MemoryConsumer:
+    def consumer(
+        self, stream: str, group: str, name: str, handler: Handler, *, batch_size: int | None = None
+    ) -> MemoryConsumer:
         """A consumer of ``stream`` in ``group``; call ``start()`` or use ``async with``."""
-        consumer = MemoryConsumer(self, stream, group, name, handler)
+        consumer = MemoryConsumer(self, stream, group, name, handler, batch_size=batch_size)
         self._consumers.append(consumer)
         return consumer
 
@@ -229,8 +231,20 @@ class MemoryBus:
 class MemoryConsumer(GroupConsumer):
     """A GroupConsumer on a MemoryBus."""
 
-    def __init__(self, bus: MemoryBus, stream: str, group: str, name: str, handler: Handler) -> None:
-        super().__init__(stream, group, name, handler, bus.streams)
+    def __init__(
+        self,
+        bus: MemoryBus,
+        stream: str,
+        group: str,
+        name: str,
+        handler: Handler,
+        *,
+        batch_size: int | None = None,
+    ) -> None:
+        streams = bus.streams
+        if batch_size is not None:
+            streams = streams.model_copy(update={"batch_size": batch_size})
+        super().__init__(stream, group, name, handler, streams)
         self._bus = bus
 
     def _now(self) -> float:

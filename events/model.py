@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tripwire.errors import EventRejected
 from tripwire.settings import EventLimits
@@ -32,14 +32,20 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+# The validators are plain functions attached with AfterValidator (one Python call per field, no classmethod
+# hop) with fast paths for valid values: 4-6 % less CPU per validated event than field_validator methods
+# (bench/intake.py). They run only on values given; defaults are not validated.
 def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """The same instant in UTC; a naive datetime is read as UTC."""
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if tz is None else value.astimezone(UTC)
 
 
 def _check_labels(labels: dict[str, str], where: str) -> dict[str, str]:
-    for key in labels:
-        if not key:
-            raise ValueError(f"{where} has an empty label name")
+    if "" in labels:
+        raise ValueError(f"{where} has an empty label name")
     rid = labels.get(RESOURCE_ID)
     if rid is None:
         raise ValueError(f"{where} needs a '{RESOURCE_ID}' label")
@@ -48,40 +54,40 @@ def _check_labels(labels: dict[str, str], where: str) -> dict[str, str]:
     return labels
 
 
+def _resource(value: dict[str, str]) -> dict[str, str]:
+    if "" in value or not value.get(RESOURCE_ID):
+        _check_labels(value, "resource")  # raises, naming the problem
+    return value
+
+
+def _related(value: list[dict[str, str]]) -> list[dict[str, str]]:
+    for i, labels in enumerate(value):
+        if "" in labels or not labels.get(RESOURCE_ID) or not labels.get(RESOURCE_ROLE):
+            _check_labels(labels, f"related[{i}]")  # names the first problem; else the role is missing
+            raise ValueError(f"related[{i}] needs a non-empty '{RESOURCE_ROLE}' label")
+    return value
+
+
+_UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
 class Event(BaseModel):
     """One thing that happened. Immutable once accepted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: UUID = Field(default_factory=uuid4, description="set by the producer; the deduplication key")
-    occurred: datetime = Field(default_factory=now_utc, description="when it happened; windows use this")
+    occurred: _UtcDatetime = Field(default_factory=now_utc, description="when it happened; windows use this")
     event: str = Field(min_length=1, max_length=1024, description="name, e.g. tripwire.flow-run.Failed")
-    resource: dict[str, str] = Field(description=f"labels of the thing it is about; '{RESOURCE_ID}' required")
-    related: list[dict[str, str]] = Field(
+    resource: Annotated[dict[str, str], AfterValidator(_resource)] = Field(
+        description=f"labels of the thing it is about; '{RESOURCE_ID}' required"
+    )
+    related: Annotated[list[dict[str, str]], AfterValidator(_related)] = Field(
         default_factory=list, description=f"other resources involved, each with '{RESOURCE_ROLE}'"
     )
     payload: dict[str, Any] = Field(default_factory=dict, description="any JSON object")
     follows: UUID | None = Field(None, description="an event that causally precedes this one")
-    received: datetime | None = Field(None, description="set by the engine on intake")
-
-    @field_validator("occurred", "received")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _aware(value)
-
-    @field_validator("resource")
-    @classmethod
-    def _resource(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_labels(value, "resource")
-
-    @field_validator("related")
-    @classmethod
-    def _related(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
-        for i, labels in enumerate(value):
-            _check_labels(labels, f"related[{i}]")
-            if not labels.get(RESOURCE_ROLE):
-                raise ValueError(f"related[{i}] needs a non-empty '{RESOURCE_ROLE}' label")
-        return value
+    received: _UtcDatetime | None = Field(None, description="set by the engine on intake")
 
     @property
     def resource_id(self) -> str:
@@ -120,12 +126,18 @@ def check_limits(event: Event, limits: EventLimits, size_bytes: int | None = Non
     """Raise EventRejected naming the field when the event exceeds a configured limit."""
     errors: list[tuple[str, str]] = []
     if len(event.resource) > limits.max_labels:
-        errors.append(("resource", f"has {len(event.resource)} labels, more than the limit {limits.max_labels}"))
+        errors.append(
+            ("resource", f"has {len(event.resource)} labels, more than the limit {limits.max_labels}")
+        )
     if len(event.related) > limits.max_related:
-        errors.append(("related", f"has {len(event.related)} resources, more than the limit {limits.max_related}"))
+        errors.append(
+            ("related", f"has {len(event.related)} resources, more than the limit {limits.max_related}")
+        )
     for i, labels in enumerate(event.related):
         if len(labels) > limits.max_labels:
-            errors.append((f"related[{i}]", f"has {len(labels)} labels, more than the limit {limits.max_labels}"))
+            errors.append(
+                (f"related[{i}]", f"has {len(labels)} labels, more than the limit {limits.max_labels}")
+            )
     size = size_bytes if size_bytes is not None else len(event.model_dump_json())
     if size > limits.max_bytes:
         errors.append(("event", f"is {size} bytes, more than the limit {limits.max_bytes}"))

@@ -44,12 +44,15 @@ class Bus(Protocol):
         """Create the consumer group (and the stream) if missing; idempotent."""
         ...
 
-    def consumer(self, stream: str, group: str, name: str, handler: Handler) -> Consumer:
-        """A consumer of ``stream`` in ``group``; batch size, blocking, reclaim and DLQ come from settings."""
+    def consumer(
+        self, stream: str, group: str, name: str, handler: Handler, *, batch_size: int | None = None
+    ) -> Consumer:
+        """A consumer of ``stream`` in ``group``; blocking, reclaim and DLQ come from settings, and so does
+        the batch size unless ``batch_size`` overrides it for this consumer."""
         ...
 
     async def dead_letters(self, stream: str, count: int = 100) -> list[tuple[str, dict[str, str]]]:
-        """Entries of ``stream``'s dead-letter stream: (id, fields incl. 'data', 'reason', 'group', 'origin_id')."""
+        """Entries of ``stream``'s dead-letter stream: (id, fields: data, reason, group, origin_id)."""
         ...
 
     async def close(self) -> None: ...

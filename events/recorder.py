@@ -216,6 +216,7 @@ class RecorderService:
         self._bus = bus
         self._db = db
         self._stream = settings.streams.events
+        self._batch_size = settings.streams.recorder_batch_size
         self._consumer_name = consumer
         self._recorder = Recorder(db)
         self._consumer: Consumer | None = None
@@ -232,7 +233,9 @@ class RecorderService:
             return
         try:
             await self._bus.ensure_group(self._stream, RECORDER_GROUP)
-            consumer = self._bus.consumer(self._stream, RECORDER_GROUP, self._consumer_name, self.handle)
+            consumer = self._bus.consumer(
+                self._stream, RECORDER_GROUP, self._consumer_name, self.handle, batch_size=self._batch_size
+            )
             await consumer.start()
         except BaseException:
             self._state = ServiceState.FAILED

@@ -33,6 +33,9 @@ class StreamSettings(BaseModel):
     prefix: str = Field("tripwire", description="prefix of every Redis key Tripwire uses")
     maxlen: int = Field(1_000_000, ge=1000, description="approximate MAXLEN of the event stream")
     batch_size: int = Field(500, ge=1, le=10_000, description="entries read per XREADGROUP")
+    recorder_batch_size: int = Field(
+        2000, ge=1, le=10_000, description="entries the recorder reads at once (one SQL transaction each)"
+    )
     block_ms: int = Field(1000, ge=1, description="how long a consumer blocks waiting for entries")
     reclaim_idle_ms: int = Field(
         60_000, ge=100, description="entries pending longer than this on a dead consumer are reclaimed"
