@@ -110,9 +110,13 @@ class Intake:
     def followers(self, event_id: UUID) -> list[Event]:
         """Held events that processing ``event_id`` would release (transitively), without releasing."""
         out: list[Event] = []
+        seen = {event_id}  # `follows` may form a cycle: visit each event once
         stack = sorted(self._waiting.get(event_id, ()), key=_order, reverse=True)
         while stack:
             held = stack.pop()
+            if held.event.id in seen:
+                continue
+            seen.add(held.event.id)
             out.append(held.event)
             stack.extend(sorted(self._waiting.get(held.event.id, ()), key=_order, reverse=True))
         return out

@@ -13,6 +13,9 @@ Notes referred to by the tests:
 3. ``follows``: an event whose predecessor has not been processed is held (marked "h", stored in
    ``held:<predecessor>``, and given a release time ``occurred + follows_wait_s``). Processing the
    predecessor, here or in a later batch, releases it right after; so does a tick past its release.
+   Holding also marks the predecessor "w" (waited for) when it has no mark, so the commit that holds
+   and a concurrent commit that processes the predecessor conflict: one of them recomputes and sees
+   the other. Event marks: "p" processed, "h" held (both make a redelivery a duplicate), "w".
 4. Automations are reloaded when the store's change counter moves (polled every ``reload_interval_s``).
    Each poll also reports, in the hash ``<prefix>:evaluators``, which counter value this evaluator has
    loaded, so clients can wait until a change is live everywhere (``evaluators_status``).
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -97,6 +101,15 @@ async def evaluators_status(
         if now_ms - int(at_ms) <= LIVE_S * 1000:
             live[name.decode()] = int(loaded)
     return EvaluatorsStatus(version=version, evaluators=live)
+
+
+DELIVERED = ("p", "h")
+"""Event marks that make a later delivery of the same id a duplicate: processed, or held (S3)."""
+
+
+async def _backoff(attempt: int) -> None:
+    """Jittered pause before recomputing after a conflict, so contending evaluators spread out."""
+    await asyncio.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
 
 
 @dataclass(slots=True)
@@ -220,7 +233,7 @@ class EvaluatorService:
         await self._consumer.stop()
         # The timer loops end at their next wake-up; cancel only one that is stuck in a Redis call.
         self._stopped.set()
-        _, stuck = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
+        _, stuck = await asyncio.wait(self._tasks, timeout=2.0) if self._tasks else (set(), set())
         for task in stuck:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -262,8 +275,8 @@ class EvaluatorService:
                 evaluator.enable(automation.id, enabled_at)  # writes nothing yet: see _arm_at_enable
             self.evaluator = evaluator
             self._automation_by_id = {a.id: a for a, _ in pairs}
-            self._version = version
-            await self._arm_at_enable(pairs)
+            # Only a fully armed load counts as loaded: otherwise the next poll tries again.
+            self._version = version if await self._arm_at_enable(pairs) else None
         await self._report()
         logger.info("loaded %d automations", len(pairs), extra={"version": version})
         return True
@@ -273,7 +286,7 @@ class EvaluatorService:
         value = f"{self._version}|{int(time.time() * 1000)}"
         await self.redis.hset(self.streams.key("evaluators"), self.consumer_name, value)
 
-    async def _arm_at_enable(self, pairs: list[tuple[Automation, datetime]]) -> None:
+    async def _arm_at_enable(self, pairs: list[tuple[Automation, datetime]]) -> bool:
         """Arm proactive triggers without ``after``/``for_each`` at their enable time, once (S6)."""
         for _ in range(MAX_CONFLICTS):
             probe = Evaluator(MemoryStateStore())
@@ -282,7 +295,7 @@ class EvaluatorService:
                 probe.enable(automation.id, enabled_at)
             keys = list(probe.store)  # type: ignore[arg-type]
             if not keys:
-                return
+                return True
             loaded = await self.store.load(keys)
             overlay = loaded.overlay()
             self.evaluator.store = overlay
@@ -293,9 +306,11 @@ class EvaluatorService:
                 await self.store.commit(
                     loaded, StateCommit(changes=changes), self._now_ms(), self.streams.maxlen
                 )
-                return
+                return True
             except Conflict:
                 continue
+        logger.warning("could not arm proactive triggers (state conflicts); retrying at the next poll")
+        return False
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -313,11 +328,12 @@ class EvaluatorService:
     async def evaluate(self, events: list[Event]) -> Outcomes:
         """Evaluate one batch of events (note 1); returns what fired and resolved."""
         async with self._lock:
-            for _ in range(MAX_CONFLICTS):
+            for attempt in range(MAX_CONFLICTS):
                 try:
                     return await self._evaluate_once(events)
                 except Conflict as exc:
                     logger.debug("state conflict on %s; recomputing the batch", exc)
+                    await _backoff(attempt)
             raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
 
     def _effective_us(self, event: Event, now_us: int) -> int:
@@ -345,13 +361,15 @@ class EvaluatorService:
         waiting.update(awaited)
         for i, event in enumerate(events):
             eid = str(event.id)
-            if eid in marks or eid in commit.marks:
-                continue
+            if commit.marks.get(eid, marks.get(eid)) in DELIVERED:
+                continue  # a duplicate (S3)
             t = self._effective_us(event, now_us)
             pred = None if event.follows is None else str(event.follows)
-            processed = pred is not None and (marks.get(pred) == "p" or commit.marks.get(pred) == "p")
-            if pred is not None and pred != eid and not processed and now_us < t + self.wait_us:
+            pred_mark = None if pred is None else commit.marks.get(pred, marks.get(pred, ""))
+            if pred is not None and pred != eid and pred_mark != "p" and now_us < t + self.wait_us:
                 commit.marks[eid] = "h"
+                if not pred_mark:  # note 3: the predecessor's mark is compare-and-set too
+                    commit.marks[pred] = "w"
                 held = _Pending(event, t, i)
                 waiting.setdefault(pred, []).append(held)
                 self._hold_ops(commit, pred, held)
@@ -359,14 +377,16 @@ class EvaluatorService:
             self._ready(_Pending(event, t, i), waiting, commit, order)
         batch_ids = set(ids)
         extra = [p.event for p in order if str(p.event.id) not in batch_ids]
-        if extra:  # released followers from earlier batches: their records too
+        if extra:  # released followers from earlier batches: their records and real marks too
             more = {k: None for e in extra for k in ev.keys_for(e) if k not in keys}
-            if more:
-                again = await self.store.load(more)
-                loaded.versions.update(again.versions)
-                loaded.records.update(again.records)
+            again = await self.store.load(more, [str(e.id) for e in extra])
+            loaded.versions.update(again.versions)
+            loaded.records.update(again.records)
             for e in extra:
-                loaded.marks.setdefault(str(e.id), "h")
+                mark = again.marks.get(str(e.id), "")
+                if mark == "p":
+                    raise Conflict(f"held event {e.id} was released elsewhere")
+                loaded.marks[str(e.id)] = mark
         overlay = loaded.overlay()
         ev.store = overlay
         ev.processing = max(ev.processing, now_us)
@@ -412,7 +432,8 @@ class EvaluatorService:
     async def _held_for(self, ids: Iterable[str]) -> dict[str, list[_Pending]]:
         """Events held in Redis for any of ``ids``, and transitively for those (note 3)."""
         out: dict[str, list[_Pending]] = {}
-        frontier = list(ids)
+        frontier = list(dict.fromkeys(ids))
+        seen = set(frontier)  # `follows` may form a cycle (A follows B follows A): visit each id once
         awaited_key = self.streams.key("awaited")
         while frontier:
             flags = await self.redis.smismember(awaited_key, frontier)
@@ -430,7 +451,11 @@ class EvaluatorService:
                     doc = json.loads(raw)
                     held.append(_Pending(Event.model_validate(doc["e"]), doc["t"], doc["o"]))
                 out[pred] = held
-                frontier.extend(str(h.event.id) for h in held)
+                for h in held:
+                    hid = str(h.event.id)
+                    if hid not in seen:
+                        seen.add(hid)
+                        frontier.append(hid)
         return out
 
     # --- ticks -------------------------------------------------------------------------------------
@@ -446,11 +471,12 @@ class EvaluatorService:
         if not due and not released:
             return Outcomes()
         async with self._lock:
-            for _ in range(MAX_CONFLICTS):
+            for attempt in range(MAX_CONFLICTS):
                 try:
                     return await self._tick_once(tick_us, [k for _, k in due], [m.decode() for m in released])
                 except Conflict as exc:
                     logger.debug("state conflict on %s during a tick; recomputing", exc)
+                    await _backoff(attempt)
             raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
 
     async def _tick_once(self, tick_us: int, due_keys: list[str], released: list[str]) -> Outcomes:
@@ -466,16 +492,23 @@ class EvaluatorService:
                 key=lambda h: (h.t_us, h.order),
             )
             for h in ready:
+                if str(h.event.id) in commit.marks:
+                    continue  # already released above, as a follower of an earlier one
                 pred = str(h.event.follows)
                 commit.ops.append(["HDEL", self.streams.key("held", pred), str(h.event.id)])
                 commit.ops.append(["ZREM", self.streams.key("held-due"), f"{pred}/{h.event.id}"])
                 if pred in held:
                     held[pred] = [x for x in held[pred] if x.event.id != h.event.id]
+                    if not held[pred]:  # nothing waits for it any more
+                        commit.ops.append(["DEL", self.streams.key("held", pred)])
+                        commit.ops.append(["SREM", self.streams.key("awaited"), pred])
                 self._ready(h, held, commit, order)
         keys: dict[str, None] = dict.fromkeys(ev.keys_for_tick(from_us(tick_us), due_keys))
         for p in order:
             keys.update(dict.fromkeys(ev.keys_for(p.event)))
         loaded = await self.store.load(keys, [str(p.event.id) for p in order])
+        if any(loaded.marks.get(str(p.event.id)) == "p" for p in order):
+            raise Conflict("a held event was released elsewhere meanwhile")
         overlay = loaded.overlay()
         ev.store = overlay
         ev.processing = max(ev.processing, tick_us)

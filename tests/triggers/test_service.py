@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -335,3 +336,93 @@ async def test_evaluators_report_the_automations_version_they_use(
         await service.reload()
         assert (await evaluators_status(redis_client, settings.streams, 2)).current
     assert (await evaluators_status(redis_client, settings.streams, 2)).evaluators == {}  # stopped: gone
+
+
+def every_event_rule() -> Automation:
+    """Fires once per processed ``x.*`` event: firings count how often events were evaluated."""
+    return Automation.model_validate(
+        {
+            "name": "every x",
+            "trigger": {"type": "event", "expect": ["x.*"], "for_each": ["tripwire.resource.id"]},
+        }
+    )
+
+
+def x_event(name: str, at: float, follows: Event | None = None) -> Event:
+    return Event(
+        occurred=T0 + timedelta(seconds=at),
+        event=f"x.{name}",
+        resource={"tripwire.resource.id": name},
+        follows=None if follows is None else follows.id,
+    )
+
+
+async def _fired_names(service: EvaluatorService, *batches: list[Event]) -> list[str]:
+    names = []
+    for batch in batches:
+        out = await service.evaluate(batch)
+        names += [f.labels["tripwire.resource.id"] for f in out.firings]
+    return names
+
+
+async def test_a_follower_waits_for_its_predecessor_across_batches(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    await service.reload(force=True)
+    p = x_event("p", 1)
+    f = x_event("f", 2, follows=p)
+    assert await _fired_names(service, [f], [f]) == []  # held; its redelivery is a duplicate
+    assert await _fired_names(service, [p]) == ["p", "f"]  # released right after its predecessor
+    assert await _fired_names(service, [p, f]) == []  # both processed: duplicates now
+    assert not await redis_client.exists(settings.streams.key("held", str(p.id)))
+
+
+async def test_a_held_chain_released_by_a_tick_is_processed_once(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    await service.reload(force=True)
+    never = x_event("never", 0)  # the predecessor that never arrives
+    f1 = x_event("f1", 1, follows=never)
+    f2 = x_event("f2", 2, follows=f1)
+    assert await _fired_names(service, [f1, f2]) == []
+    clock.now = T0 + timedelta(seconds=2 + 900)  # both waits are over: f2 is due itself and as f1's follower
+    out = await service.tick()
+    assert [f.labels["tripwire.resource.id"] for f in out.firings] == ["f1", "f2"]
+    assert (await service.tick()).firings == []
+    assert await redis_client.scard(settings.streams.key("awaited")) == 0
+
+
+async def test_a_follows_cycle_is_released_once_and_does_not_hang(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    await service.reload(force=True)
+    a_id, b_id = uuid.uuid4(), uuid.uuid4()
+    a = x_event("a", 1).model_copy(update={"id": a_id, "follows": b_id})
+    b = x_event("b", 2).model_copy(update={"id": b_id, "follows": a_id})
+    assert await _fired_names(service, [a], [b], [a]) == []
+    clock.now = T0 + timedelta(seconds=2 + 900)
+    out = await asyncio.wait_for(service.tick(), 10)
+    assert sorted(f.labels["tripwire.resource.id"] for f in out.firings) == ["a", "b"]
+
+
+async def test_concurrent_ticks_release_a_held_event_once(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    source = Automations(every_event_rule())
+    one = make_service(bus, redis_client, settings, source, clock, "e1")
+    two = make_service(bus, redis_client, settings, source, clock, "e2")
+    await one.reload(force=True)
+    await two.reload(force=True)
+    held = [x_event(f"h{i}", 1, follows=x_event("never", 0)) for i in range(20)]
+    assert await _fired_names(one, held) == []
+    clock.now = T0 + timedelta(seconds=1 + 900)
+    first, second = await asyncio.gather(one.tick(), two.tick())
+    names = [f.labels["tripwire.resource.id"] for f in (*first.firings, *second.firings)]
+    assert sorted(names) == sorted(f"h{i}" for i in range(20))
