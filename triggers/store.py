@@ -178,14 +178,18 @@ class AutomationStore:
         return [automation for automation, _ in await self.enabled_automations()]
 
     async def enabled_automations(self) -> builtins.list[tuple[Automation, datetime]]:
-        """Each enabled automation with the moment its current definition took effect (``updated``): the
+        """Each enabled automation with the moment it was last enabled (``enabled_at``): the
         ``AutomationSource`` of the evaluator service. Invalid stored documents are skipped as in
         ``load_enabled``."""
         async with self._db.read() as conn:
             rows = (
                 await conn.execute(
                     select(
-                        automations.c.id, automations.c.name, automations.c.document, automations.c.updated
+                        automations.c.id,
+                        automations.c.name,
+                        automations.c.document,
+                        automations.c.updated,
+                        automations.c.enabled_at,
                     )
                     .where(automations.c.enabled.is_(True))
                     .order_by(automations.c.name)
@@ -194,7 +198,7 @@ class AutomationStore:
         out = []
         for row in rows:
             try:
-                out.append((Automation.model_validate(row.document), row.updated))
+                out.append((Automation.model_validate(row.document), row.enabled_at or row.updated))
             except ValidationError as exc:
                 log.error(
                     "automation %r (%s) is stored but no longer valid, skipped: %s",
@@ -252,6 +256,7 @@ class AutomationStore:
                 created=now,
                 updated=now,
                 version=1,
+                enabled_at=now if automation.enabled else None,
             )
         )
         return StoredAutomation(automation=automation, version=1, created=now, updated=now)
@@ -354,6 +359,9 @@ class AutomationStore:
         self, conn: AsyncConnection, current: StoredAutomation, merged: Automation
     ) -> StoredAutomation:
         now = self._clock()
+        # Trigger state starts when the automation is enabled, and outlives edits of its description or
+        # actions; the evaluator tells a changed trigger by its digest (triggers.compiled).
+        resumed = {"enabled_at": now} if merged.enabled and not current.enabled else {}
         version = (
             await conn.execute(
                 update(automations)
@@ -363,6 +371,7 @@ class AutomationStore:
                     document=_document(merged),
                     updated=now,
                     version=automations.c.version + 1,
+                    **resumed,
                 )
                 .returning(automations.c.version)
             )

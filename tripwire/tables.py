@@ -131,6 +131,12 @@ automations = Table(
     Column("created", UTCDateTime(), nullable=False),
     Column("updated", UTCDateTime(), nullable=False),
     Column("version", sa.Integer(), nullable=False, comment="1 when created, +1 on every change"),
+    Column(
+        "enabled_at",
+        UTCDateTime(),
+        nullable=True,
+        comment="when it was last enabled; its trigger state starts then (null: use updated)",
+    ),
     sa.UniqueConstraint("name", name="uq_automations_name"),
 )
 

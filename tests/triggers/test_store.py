@@ -271,20 +271,21 @@ async def test_load_enabled_skips_a_stored_document_that_no_longer_validates(
     assert "automation 'bad'" in caplog.text and "no longer valid" in caplog.text
 
 
-async def test_enabled_automations_come_with_when_their_definition_took_effect(
+async def test_enabled_automations_come_with_when_they_were_last_enabled(
     database: Database, redis_client: aioredis.Redis, stream_settings: StreamSettings
 ) -> None:
+    """Trigger state starts at enabling and outlives edits (a changed trigger is told by its digest)."""
     times = iter(T0 + timedelta(minutes=m) for m in range(100))
     store = AutomationStore(database, redis_client, stream_settings, clock=lambda: next(times))
     await store.create(a_rule("a"))  # T0
     await store.create(a_rule("b"))  # +1
-    await store.apply(a_rule("a", threshold=5))  # +2: a new definition
+    await store.apply(a_rule("a", threshold=5))  # +2: an edit keeps a's enabling time
     await store.set_enabled("b", False)  # +3
-    await store.set_enabled("b", True)  # +4
+    await store.set_enabled("b", True)  # +4: enabled again, state starts afresh
     await store.create(a_rule("c"))  # +5
     await store.set_enabled("c", False)  # +6
     found = [(a.name, t) for a, t in await store.enabled_automations()]
-    assert found == [("a", T0 + timedelta(minutes=2)), ("b", T0 + timedelta(minutes=4))]
+    assert found == [("a", T0), ("b", T0 + timedelta(minutes=4))]
 
 
 # -- firings ------------------------------------------------------------------------------------------
