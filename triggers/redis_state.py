@@ -18,7 +18,10 @@ Notes referred to by the tests:
 4. The commit is one Lua call with one JSON argument (cheap to send). It also appends the batch's
    firings to an outbox stream in the same script: state that
    counts an event and the firing it caused are written together, or not at all.
-5. Every record expires: ``state_ttl_s`` after its last write, or one day after its due time if later.
+5. A record expires ``state_ttl_s`` (8 days) after its last write, or one day after its due time if
+   later, so state goes away with its windows — except a record with unresolved firings (its
+   all-clear is still to come) or a key armed by ``after`` (it may wait for ever with ``within: 0``),
+   which are kept until they change. Windows longer than ``state_ttl_s`` need a larger setting.
 """
 
 from __future__ import annotations
@@ -63,7 +66,11 @@ for _, r in ipairs(a.r) do
     else
       redis.call('ZREM', KEYS[1], r[5])
     end
-    redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3], 'PX', ttl)
+    if r[6] == 1 then
+      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3])
+    else
+      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3], 'PX', ttl)
+    end
   end
 end
 for _, m in ipairs(a.m) do
@@ -75,6 +82,11 @@ for _, payload in ipairs(a.o) do
 end
 return {1, ''}
 """.replace("TOMBSTONE_TTL_MS", str(_TOMBSTONE_TTL_MS)).replace("DAY_MS", str(_DAY_MS))
+
+
+def _must_keep(record: Record) -> bool:
+    """Records that must not expire (note 5): unresolved firings, and keys armed by ``after``."""
+    return bool(record.get("open")) or record.get("armed_at") is not None
 
 
 def _encode(doc: dict[str, Any]) -> bytes:
@@ -171,7 +183,8 @@ class RedisStateStore:
         for key, (record, due_us) in commit.changes.items():
             data = "" if record is None else orjson.dumps(record).decode()
             due = "" if due_us is None else str(due_us)
-            records.append([self.record_key(key), str(loaded.versions.get(key, 0)), data, due, key])
+            keep = 1 if record is not None and _must_keep(record) else 0
+            records.append([self.record_key(key), str(loaded.versions.get(key, 0)), data, due, key, keep])
         marks = [[self.mark_key(e), loaded.marks.get(e, ""), m] for e, m in commit.marks.items()]
         doc = {
             "r": records,

@@ -426,3 +426,19 @@ async def test_concurrent_ticks_release_a_held_event_once(
     first, second = await asyncio.gather(one.tick(), two.tick())
     names = [f.labels["tripwire.resource.id"] for f in (*first.firings, *second.firings)]
     assert sorted(names) == sorted(f"h{i}" for i in range(20))
+
+
+async def test_state_expires_with_its_windows_but_not_before_its_all_clear(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=10))
+    service = make_service(bus, redis_client, settings, Automations(three_failures()), clock, "e1")
+    await service.reload(force=True)
+    await service.evaluate(
+        [failed_run("etl", 1), failed_run("ml", 1), failed_run("ml", 2), failed_run("ml", 3)]
+    )
+    ttls = {}
+    for key in await redis_client.keys(settings.streams.key("state", "*")):
+        ttls["etl" if b"etl" in key else "ml"] = await redis_client.pttl(key)
+    assert 0 < ttls["etl"] <= 8 * 86_400_000  # counting: expires with its window
+    assert ttls["ml"] == -1  # fired and not yet resolved: kept until its all-clear
