@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triggers.models import Automation
+from tripwire.changes import ChangeCounter
 from tripwire.db import Database
 from tripwire.errors import NotFound, ValidationFailed
 from tripwire.settings import StreamSettings
@@ -117,19 +118,18 @@ class AutomationStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
-        self._redis = redis
         self._clock = clock
-        self.version_key = streams.key("automations", "version")
+        self._changes = ChangeCounter(redis, streams.key("automations", "version"))
+        self.version_key = self._changes.key
 
     # --- change counter ------------------------------------------------------------------------------
 
     async def changes_version(self) -> int:
         """The change counter (0 before the first change): poll it, reload when it moved."""
-        value = await self._redis.get(self.version_key)
-        return int(value) if value is not None else 0
+        return await self._changes.version()
 
     async def _changed(self) -> None:
-        await self._redis.incr(self.version_key)
+        await self._changes.bump()
 
     # --- reads ---------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from events.webhooks.model import CompiledWebhook, WebhookDefinition, check_slug, new_slug
+from tripwire.changes import ChangeCounter
 from tripwire.db import Database
 from tripwire.errors import NotFound, ValidationFailed
 from tripwire.settings import StreamSettings
@@ -79,17 +80,16 @@ class WebhookStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
-        self._redis = redis
         self._clock = clock
-        self.version_key = streams.key("webhooks", "version")
+        self._changes = ChangeCounter(redis, streams.key("webhooks", "version"))
+        self.version_key = self._changes.key
 
     async def changes_version(self) -> int:
         """The change counter (0 before the first change)."""
-        value = await self._redis.get(self.version_key)
-        return int(value) if value is not None else 0
+        return await self._changes.version()
 
     async def _changed(self) -> None:
-        await self._redis.incr(self.version_key)
+        await self._changes.bump()
 
     # --- reads ---------------------------------------------------------------------------------------
 
