@@ -120,11 +120,21 @@ class GroupConsumer(ABC):
     4. ``stop``: stop reading, let the in-flight handler finish within the drain timeout, then cancel it.
     """
 
-    def __init__(self, stream: str, group: str, name: str, handler: Handler, streams: StreamSettings) -> None:
+    def __init__(
+        self,
+        stream: str,
+        group: str,
+        name: str,
+        handler: Handler,
+        streams: StreamSettings,
+        batch_size: int | None = None,
+    ) -> None:
         self.stream = stream
         self.group = group
         self.name = name
         self._handler = handler
+        if batch_size is not None:
+            streams = streams.model_copy(update={"batch_size": batch_size})
         self._settings = streams
         self._state = ServiceState.CREATED
         self._task: asyncio.Task[None] | None = None
@@ -344,10 +354,7 @@ class RedisConsumer(GroupConsumer):
         *,
         batch_size: int | None = None,
     ) -> None:
-        streams = bus.streams
-        if batch_size is not None:
-            streams = streams.model_copy(update={"batch_size": batch_size})
-        super().__init__(stream, group, name, handler, streams)
+        super().__init__(stream, group, name, handler, bus.streams, batch_size)
         self._bus = bus
         self._client = bus.client
         self._failures = failures_key(stream, group)

@@ -241,10 +241,7 @@ class MemoryConsumer(GroupConsumer):
         *,
         batch_size: int | None = None,
     ) -> None:
-        streams = bus.streams
-        if batch_size is not None:
-            streams = streams.model_copy(update={"batch_size": batch_size})
-        super().__init__(stream, group, name, handler, streams)
+        super().__init__(stream, group, name, handler, bus.streams, batch_size)
         self._bus = bus
 
     def _now(self) -> float:
