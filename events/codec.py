@@ -6,10 +6,12 @@ from events.model import Event
 
 __all__ = ["decode_event", "encode_event"]
 
+_SERIALIZER = Event.__pydantic_serializer__
+
 
 def encode_event(event: Event) -> bytes:
     """The event as UTF-8 JSON bytes (the ``data`` field of a stream entry)."""
-    return event.model_dump_json().encode()
+    return _SERIALIZER.to_json(event)  # bytes straight from pydantic-core: no str round trip
 
 
 def decode_event(data: bytes) -> Event:
