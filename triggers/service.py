@@ -8,8 +8,8 @@ Notes referred to by the tests:
    after the commit, so a crash replays the batch and the event marks make the replay a no-op.
 2. Ticks run every ``tick_interval_s``. A due proactive deadline ``D`` is evaluated only once every
    entry the stream held before ``D`` has been processed: the tick's ``now`` is capped at the
-   oldest entry that is still undelivered or pending in the evaluator group (the entry id is its
-   intake time). A backlog therefore delays a "no heartbeat" firing instead of faking one.
+   oldest entry that is still undelivered or pending in the evaluator group (``triggers.progress``).
+   A backlog therefore delays a "no heartbeat" firing instead of faking one.
 3. ``follows``: an event whose predecessor has not been processed is held (marked "h", stored in
    ``held:<predecessor>``, and given a release time ``occurred + follows_wait_s``). Processing the
    predecessor, here or in a later batch, releases it right after; so does a tick past its release.
@@ -45,26 +45,18 @@ from triggers.evaluate import Evaluator
 from triggers.models import Automation
 from triggers.outbox import outbox_message
 from triggers.outcomes import Outcomes, from_us, to_us
+from triggers.progress import caught_up_us, report_key
 from triggers.redis_state import Conflict, RedisStateStore, StateCommit
 from triggers.state import MemoryStateStore
 from tripwire.services import ServiceState
-from tripwire.settings import Settings, StreamSettings
+from tripwire.settings import Settings
 
-__all__ = [
-    "LIVE_S",
-    "AutomationSource",
-    "EvaluatorService",
-    "EvaluatorsStatus",
-    "caught_up_us",
-    "evaluators_status",
-]
+__all__ = ["AutomationSource", "EvaluatorService"]
 
 logger = logging.getLogger(__name__)
 
 GROUP = "evaluator"
 MAX_CONFLICTS = 20
-LIVE_S = 5.0
-"""An evaluator that reported within this many seconds counts as running (note 4)."""
 
 
 class AutomationSource(Protocol):
@@ -75,32 +67,6 @@ class AutomationSource(Protocol):
     async def enabled_automations(self) -> list[tuple[Automation, datetime]]:
         """Each enabled automation with the moment its current definition was enabled."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class EvaluatorsStatus:
-    """Which automations version each running evaluator has loaded."""
-
-    version: int
-    evaluators: dict[str, int]
-
-    @property
-    def current(self) -> bool:
-        """Every running evaluator uses the latest automations (False when none runs)."""
-        return bool(self.evaluators) and all(v >= self.version for v in self.evaluators.values())
-
-
-async def evaluators_status(
-    client: aioredis.Redis, streams: StreamSettings, version: int
-) -> EvaluatorsStatus:
-    """The running evaluators (reported within ``LIVE_S``) and the automations version each has loaded."""
-    now_ms = int(time.time() * 1000)
-    live: dict[str, int] = {}
-    for name, value in (await client.hgetall(streams.key("evaluators"))).items():
-        loaded, _, at_ms = value.decode().partition("|")
-        if now_ms - int(at_ms) <= LIVE_S * 1000:
-            live[name.decode()] = int(loaded)
-    return EvaluatorsStatus(version=version, evaluators=live)
 
 
 DELIVERED = ("p", "h")
@@ -117,53 +83,6 @@ class _Pending:
     event: Event
     t_us: int
     order: int
-
-
-def _stream_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-async def _intake_us(client: aioredis.Redis, stream: str, entry_id: str) -> int:
-    """When an entry was taken in: its event's ``received`` time, else the entry id's time."""
-    rows = await client.xrange(stream, min=entry_id, max=entry_id, count=1)
-    if rows:
-        data = rows[0][1].get(b"data")
-        if data:
-            try:
-                received = decode_event(data).received
-            except (ValidationError, ValueError):
-                received = None
-            if received is not None:
-                return to_us(received)
-    return _stream_ms(entry_id) * 1000
-
-
-async def caught_up_us(client: aioredis.Redis, stream: str, group: str, now_us: int) -> int:
-    """The time up to which every entry of ``stream`` has been processed by ``group`` (note 2).
-
-    That is just before the intake time of the oldest entry still undelivered or pending; ``now_us``
-    when there is none. Intake time is the event's ``received`` stamp, so an injected clock works.
-    """
-    try:
-        groups = await client.xinfo_groups(stream)
-    except aioredis.ResponseError:
-        return now_us  # no stream yet: nothing waits
-    info = next((g for g in groups if _text(g["name"]) == group), None)
-    if info is None:
-        return now_us
-    limits = [now_us]
-    following = await client.xrange(stream, min=f"({_text(info['last-delivered-id'])}", max="+", count=1)
-    if following:
-        limits.append(await _intake_us(client, stream, _text(following[0][0])) - 1)
-    if info.get("pending"):
-        summary = await client.xpending(stream, group)
-        if summary and summary.get("min"):
-            limits.append(await _intake_us(client, stream, _text(summary["min"])) - 1)
-    return min(limits)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class EvaluatorService:
@@ -239,7 +158,7 @@ class EvaluatorService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         with contextlib.suppress(aioredis.RedisError, OSError):
-            await self.redis.hdel(self.streams.key("evaluators"), self.consumer_name)
+            await self.redis.hdel(report_key(self.streams), self.consumer_name)
         self._state = ServiceState.STOPPED
 
     async def __aenter__(self) -> EvaluatorService:
@@ -284,7 +203,7 @@ class EvaluatorService:
     async def _report(self) -> None:
         """Tell clients which automations version this evaluator uses, and that it is alive (note 4)."""
         value = f"{self._version}|{int(time.time() * 1000)}"
-        await self.redis.hset(self.streams.key("evaluators"), self.consumer_name, value)
+        await self.redis.hset(report_key(self.streams), self.consumer_name, value)
 
     async def _arm_at_enable(self, pairs: list[tuple[Automation, datetime]]) -> bool:
         """Arm proactive triggers without ``after``/``for_each`` at their enable time, once (S6)."""

@@ -19,7 +19,7 @@ class EventLimits(BaseModel):
     max_related: int = Field(100, ge=0, description="related resources per event")
     max_bytes: int = Field(256 * 1024, ge=1024, description="size of the event's JSON")
     max_future_skew_s: float = Field(
-        60.0, ge=0, description="an event occurring further in the future is treated as occurring when received"
+        60.0, ge=0, description="an event further in the future than this counts as occurring when received"
     )
     max_batch: int = Field(10_000, ge=1, description="events per intake request (POST /api/events)")
     max_request_bytes: int = Field(
@@ -79,9 +79,11 @@ class Settings(BaseSettings):
         env_prefix="TRIPWIRE_", env_nested_delimiter="__", env_file=None, extra="ignore"
     )
 
-    home: Path = Field(Path.home() / ".tripwire", description="directory for the database, keys and Redis data")
+    home: Path = Field(
+        Path.home() / ".tripwire", description="directory for the database, keys and Redis data"
+    )
     redis_url: str | None = Field(
-        None, description="Redis URL; unset means the local default, or a private redis-server when none answers"
+        None, description="Redis URL; unset: the local default, or a private redis-server when none answers"
     )
     database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite under home")
     api_url: str = Field("http://127.0.0.1:4242", description="where the CLI finds the API")

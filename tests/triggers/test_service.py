@@ -17,7 +17,8 @@ from events.emit import EventEmitter
 from events.model import Event
 from triggers.models import Automation
 from triggers.outbox import OutboxService
-from triggers.service import EvaluatorService, evaluators_status
+from triggers.progress import evaluators_status
+from triggers.service import EvaluatorService
 from tripwire.settings import Settings
 
 pytestmark = pytest.mark.redis

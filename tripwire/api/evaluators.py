@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from triggers.service import LIVE_S, evaluators_status
+from triggers.progress import LIVE_S, evaluators_status
 from triggers.store import AutomationStore
 
 __all__ = ["EvaluatorsOut", "evaluators_router"]
