@@ -11,12 +11,13 @@ message changes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
+
+import orjson
 
 from events.codec import encode_event
 from events.model import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event, now_utc
@@ -78,7 +79,7 @@ def outbox_message(automation: Automation, outcome: Firing | Resolution) -> byte
         ],
         **extra,
     }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
 
 def lifecycle_event(doc: dict[str, Any], received: datetime) -> Event:
@@ -129,7 +130,7 @@ def action_messages(doc: dict[str, Any]) -> list[bytes]:
             "event_ids": doc["event_ids"],
             "time": doc["time"],
         }
-        out.append(json.dumps(msg, separators=(",", ":")).encode())
+        out.append(orjson.dumps(msg))
     return out
 
 
@@ -180,7 +181,7 @@ class OutboxService:
         docs = []
         for entry in entries:
             try:
-                docs.append(json.loads(entry.data))
+                docs.append(orjson.loads(entry.data))
             except ValueError:
                 logger.error("skipped an outbox entry that is not JSON", extra={"entry_id": entry.id})
         if not docs:

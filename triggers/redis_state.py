@@ -63,7 +63,7 @@ for _, r in ipairs(a.r) do
       redis.call('ZADD', KEYS[1], r[4], r[5])
       local until_due = math.floor((tonumber(r[4]) - a.now * 1000) / 1000) + DAY_MS
       if until_due > ttl then ttl = until_due end
-    else
+    elseif r[7] == 1 then
       redis.call('ZREM', KEYS[1], r[5])
     end
     if r[6] == 1 then
@@ -184,7 +184,9 @@ class RedisStateStore:
             data = "" if record is None else orjson.dumps(record).decode()
             due = "" if due_us is None else str(due_us)
             keep = 1 if record is not None and _must_keep(record) else 0
-            records.append([self.record_key(key), str(loaded.versions.get(key, 0)), data, due, key, keep])
+            was_due = 1 if key not in loaded.records or loaded.records[key][1] is not None else 0
+            version = str(loaded.versions.get(key, 0))
+            records.append([self.record_key(key), version, data, due, key, keep, was_due])
         marks = [[self.mark_key(e), loaded.marks.get(e, ""), m] for e, m in commit.marks.items()]
         doc = {
             "r": records,
