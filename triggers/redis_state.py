@@ -140,13 +140,15 @@ class RedisStateStore:
         self.dedup_ms = int(dedup_horizon_s * 1000)
         self.due_key = streams.key("due")
         self.outbox = streams.key("firings")
+        self._state_prefix = streams.key("state", "")  # per-record key building is on the hot path
+        self._seen_prefix = streams.key("seen", "")
         self._commit = client.register_script(_COMMIT)
 
     def record_key(self, key: str) -> str:
-        return self.streams.key("state", key)
+        return self._state_prefix + key
 
     def mark_key(self, event_id: str) -> str:
-        return self.streams.key("seen", event_id)
+        return self._seen_prefix + event_id
 
     async def load(self, keys: Iterable[str], event_ids: Iterable[str] = ()) -> Loaded:
         """Records and event marks in one round trip (a single MGET)."""
