@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["tripwire", "events", "triggers"]
+PACKAGES = ["tripwire", "events", "triggers", "actions", "blocks"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
