@@ -272,7 +272,9 @@ class EvaluatorService:
             for key in ev.keys_for(event):
                 keys[key] = None
         loaded = await self.store.load(keys, [*ids, *preds])
-        awaited = await self._held_for(ids)
+        # Only an event marked "w" has held followers (note 3): no extra round trip for the others.
+        waited_for = [i for i in ids if loaded.marks.get(i) == "w"]
+        awaited = await self._held_for(waited_for, awaited=True) if waited_for else {}
         marks = dict(loaded.marks)
         commit = StateCommit()
         order: list[_Pending] = []
@@ -348,15 +350,23 @@ class EvaluatorService:
         release = held.t_us + self.wait_us
         commit.ops.append(["ZADD", self.streams.key("held-due"), release, f"{pred}/{held.event.id}"])
 
-    async def _held_for(self, ids: Iterable[str]) -> dict[str, list[_Pending]]:
-        """Events held in Redis for any of ``ids``, and transitively for those (note 3)."""
+    async def _held_for(self, ids: Iterable[str], *, awaited: bool = False) -> dict[str, list[_Pending]]:
+        """Events held in Redis for any of ``ids``, and transitively for those (note 3).
+
+        ``awaited=True``: every id is known to have held followers (its mark is "w"), so the first
+        level skips the ``awaited`` set lookup.
+        """
         out: dict[str, list[_Pending]] = {}
         frontier = list(dict.fromkeys(ids))
         seen = set(frontier)  # `follows` may form a cycle (A follows B follows A): visit each id once
         awaited_key = self.streams.key("awaited")
+        known = awaited
         while frontier:
-            flags = await self.redis.smismember(awaited_key, frontier)
-            hits = [i for i, flag in zip(frontier, flags, strict=True) if flag]
+            if known:
+                hits, known = frontier, False
+            else:
+                flags = await self.redis.smismember(awaited_key, frontier)
+                hits = [i for i, flag in zip(frontier, flags, strict=True) if flag]
             if not hits:
                 break
             async with self.redis.pipeline(transaction=False) as pipe:
