@@ -6,6 +6,7 @@ TripwireError
 │   └── EventRejected           an event broke a rule or limit at intake
 ├── ServiceUnavailable          a dependency (Redis, the database) cannot be reached
 ├── NotFound                    a named object does not exist
+├── Conflict                    the object is not in a state that allows it (e.g. a final flow run)
 └── ActionFailed                an action failed in an expected way (recorded, not retried)
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 __all__ = [
     "ActionFailed",
     "ConfigurationError",
+    "Conflict",
     "EventRejected",
     "NotFound",
     "ServiceUnavailable",
@@ -50,6 +52,10 @@ class ServiceUnavailable(TripwireError):
 
 class NotFound(TripwireError):
     """A named object does not exist."""
+
+
+class Conflict(TripwireError):
+    """The object exists but its state does not allow what was asked (HTTP 409)."""
 
 
 class ActionFailed(TripwireError):

@@ -218,3 +218,79 @@ webhooks = Table(
     sa.UniqueConstraint("name", name="uq_webhooks_name"),
     sa.UniqueConstraint("slug", name="uq_webhooks_slug"),
 )
+
+
+# --- orchestration (tripwire/orchestration/) --------------------------------------------------------
+# Deployments and their schedules, flow runs (claimed by workers with a conditional UPDATE on
+# ``(id, version)``), and workers (their last heartbeat; a worker silent too long has its runs crashed).
+
+__all__ += ["deployments", "flow_runs", "schedules", "workers"]
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("name", Text(), nullable=False),
+    Column("flow_name", Text(), nullable=False),
+    Column("entrypoint", Text(), nullable=False, comment="'path/to/file.py:func' or 'module:func'"),
+    Column("paused", sa.Boolean(), nullable=False),
+    Column("work_pool", Text(), nullable=False),
+    Column("document", JsonType, nullable=False, comment="the deployment: parameters, schema, tags, ..."),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("version", sa.Integer(), nullable=False, comment="1 when created, +1 on every change"),
+    sa.UniqueConstraint("name", name="uq_deployments_name"),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("deployment_id", Uuid(), nullable=False),
+    Column("position", sa.Integer(), nullable=False, comment="order within the deployment, from 0"),
+    Column("active", sa.Boolean(), nullable=False),
+    Column("spec", JsonType, nullable=False, comment="{'cron'|'interval'|'rrule': ..., 'timezone', ...}"),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("version", sa.Integer(), nullable=False),
+    Index("ix_schedules_deployment_id_position", "deployment_id", "position"),
+)
+
+flow_runs = Table(
+    "flow_runs",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("name", Text(), nullable=False),
+    Column("flow_name", Text(), nullable=False),
+    Column("deployment_id", Uuid(), nullable=True),
+    Column("schedule_id", Uuid(), nullable=True, comment="the schedule that created it, if any"),
+    Column("work_pool", Text(), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("state_message", Text(), nullable=True),
+    Column("parameters", JsonType, nullable=False),
+    Column("tags", JsonType, nullable=False),
+    Column("scheduled_time", UTCDateTime(), nullable=False, comment="when it is due"),
+    Column("start_time", UTCDateTime(), nullable=True),
+    Column("end_time", UTCDateTime(), nullable=True),
+    Column("run_count", sa.Integer(), nullable=False, comment="times it entered Running"),
+    Column("worker", Text(), nullable=True, comment="the worker that claimed it"),
+    Column("pid", sa.Integer(), nullable=True, comment="the process running it"),
+    Column("idempotency_key", Text(), nullable=True, comment="creating twice with one key creates once"),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("version", sa.Integer(), nullable=False, comment="+1 on every change; claims compare it"),
+    sa.UniqueConstraint("idempotency_key", name="uq_flow_runs_idempotency_key"),
+    Index("ix_flow_runs_state_work_pool_scheduled_time", "state", "work_pool", "scheduled_time"),
+    Index("ix_flow_runs_deployment_id_scheduled_time", "deployment_id", "scheduled_time"),
+    Index("ix_flow_runs_worker_state", "worker", "state"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", Text(), primary_key=True),
+    Column("work_pool", Text(), nullable=False),
+    Column("status", String(16), nullable=False, comment="'online', 'stopped' or 'dead'"),
+    Column("started", UTCDateTime(), nullable=False),
+    Column("last_heartbeat", UTCDateTime(), nullable=False),
+)

@@ -6,6 +6,7 @@
 | ``PayloadTooLarge``, or an event over ``limits.max_bytes`` | 413 | same |
 | ``ValidationFailed`` / ``EventRejected``, FastAPI parameter errors | 422 | same |
 | ``NotFound`` | 404 | ``{"detail": "<message>"}`` |
+| ``Conflict`` | 409 | same |
 | ``ServiceUnavailable``, Redis connection errors | 503 | same |
 | anything else | 500 | ``{"detail": "internal error ..."}`` (details only in the server log) |
 """
@@ -23,7 +24,14 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tripwire.errors import EventRejected, NotFound, ServiceUnavailable, TripwireError, ValidationFailed
+from tripwire.errors import (
+    Conflict,
+    EventRejected,
+    NotFound,
+    ServiceUnavailable,
+    TripwireError,
+    ValidationFailed,
+)
 
 __all__ = ["MalformedRequest", "PayloadTooLarge", "install_error_handlers", "parse_json", "status_for"]
 
@@ -86,6 +94,10 @@ async def _not_found(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503)
 
@@ -110,6 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationFailed, _validation_failed)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RedisConnectionError, _redis_unavailable)
     app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
