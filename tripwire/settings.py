@@ -7,7 +7,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_REDIS_URL", "ActionSettings", "EventLimits", "Settings", "StreamSettings"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "ActionSettings",
+    "EventLimits",
+    "OrchestrationSettings",
+    "Settings",
+    "StreamSettings",
+]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -72,6 +79,32 @@ class ActionSettings(BaseModel):
     max_range: int = Field(10_000, ge=1, description="items a template's range() may yield")
 
 
+class OrchestrationSettings(BaseModel):
+    """The scheduler and the workers (tripwire/orchestration/)."""
+
+    scheduler_interval_s: float = Field(1.0, gt=0, description="how often the scheduler looks at schedules")
+    lookahead_s: float = Field(
+        3600.0, gt=0, description="how far ahead the scheduler creates runs (at least max_scheduled_runs)"
+    )
+    max_scheduled_runs: int = Field(
+        50, ge=1, description="at most this many future runs per schedule are created ahead"
+    )
+    min_scheduled_runs: int = Field(3, ge=1, description="at least this many future runs per schedule")
+    late_after_s: float = Field(
+        15.0, ge=0, description="a run not started this long after its scheduled time becomes Late"
+    )
+    work_pool: str = Field("default", min_length=1, description="the pool of the worker `server start` runs")
+    worker_poll_s: float = Field(1.0, gt=0, description="how often a worker looks for due runs")
+    heartbeat_s: float = Field(5.0, gt=0, description="how often a worker emits tripwire.worker.heartbeat")
+    worker_dead_after_s: float = Field(
+        30.0, gt=0, description="a worker silent this long is dead: its unfinished runs become Crashed"
+    )
+    worker_concurrency: int = Field(4, ge=1, description="flow runs one worker runs at the same time")
+    cancel_grace_s: float = Field(
+        5.0, ge=0, description="after SIGTERM, how long a cancelled run's process has before SIGKILL"
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, from ``TRIPWIRE_*`` variables (nested with ``__``)."""
 
@@ -98,6 +131,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = Field(default_factory=StreamSettings)
     limits: EventLimits = Field(default_factory=EventLimits)
     actions: ActionSettings = Field(default_factory=ActionSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
     @property
     def effective_redis_url(self) -> str:

@@ -23,9 +23,11 @@ from events.ports import Bus
 from tripwire.api.auth import BearerAuth
 from tripwire.api.automations import automations_router
 from tripwire.api.blocks import blocks_router
+from tripwire.api.deployments import deployments_router
 from tripwire.api.errors import install_error_handlers
 from tripwire.api.evaluators import evaluators_router
 from tripwire.api.events import events_router
+from tripwire.api.flow_runs import flow_runs_router
 from tripwire.api.health import health_router
 from tripwire.api.hooks import hooks_router
 from tripwire.api.webhooks import webhooks_router
@@ -90,6 +92,8 @@ def create_app(
     api.include_router(evaluators_router())
     api.include_router(blocks_router())
     api.include_router(webhooks_router())
+    api.include_router(deployments_router())
+    api.include_router(flow_runs_router())
     app.include_router(api)
     app.include_router(health_router())
     app.include_router(hooks_router())  # not under /api: each webhook has its own auth

@@ -10,9 +10,11 @@ from pydantic import ValidationError
 from tripwire.cli.automations import automation_app
 from tripwire.cli.blocks import block_app
 from tripwire.cli.client import fail
+from tripwire.cli.deployments import deploy, deployment_app, flow_run_app
 from tripwire.cli.events import events_app
 from tripwire.cli.server import server_app, services_app
 from tripwire.cli.webhooks import webhook_app
+from tripwire.cli.workers import worker_app
 from tripwire.settings import Settings
 
 __all__ = ["app"]
@@ -30,6 +32,10 @@ app.add_typer(events_app, name="events")
 app.add_typer(automation_app, name="automation")
 app.add_typer(block_app, name="block")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(deployment_app, name="deployment")
+app.add_typer(flow_run_app, name="flow-run")
+app.add_typer(worker_app, name="worker")
+app.command("deploy")(deploy)
 
 
 @app.callback()
