@@ -239,6 +239,8 @@ class ActionContext:
     http: httpx.AsyncClient
     clock: Callable[[], datetime]
     memo: BatchMemo = field(default_factory=BatchMemo)
+    db: Database | None = None
+    """the database, for the actions on orchestration objects (deployments, flow runs)"""
     _blocks_used: list[Block] = field(default_factory=list)
 
     @property

@@ -291,11 +291,13 @@ def self_loop_error(trigger: Any, actions: Sequence[tuple[str, Any]]) -> str | N
     literal event name its ``expect`` matches (and no ``after`` pattern), on a resource (and related
     resources) its ``match`` (``match_related``) accepts, with no ``where`` clause. Anything not
     certain at save time (templated names, ``where``) is left to the runtime rate limit of the runner.
+    run-deployment actions have their own rule (``actions.orchestration_models``, note 3).
     """
+    from actions.orchestration_models import run_deployment_loop_error
+
+    counting = _counting_triggers(trigger)
     emitting = [(loc, a) for loc, a in actions if isinstance(a, EmitEventAction)]
-    if not emitting:
-        return None
-    for trig in _counting_triggers(trigger):
+    for trig in counting if emitting else ():
         counted = [(loc, a) for loc, a in emitting if _counts(trig, a)]
         if counted and len(counted) >= trig.threshold:
             action = counted[0][1]
@@ -306,4 +308,4 @@ def self_loop_error(trigger: Any, actions: Sequence[tuple[str, Any]]) -> str | N
                 "would fire it again without end; emit another event name, narrow the trigger's "
                 "expect or match, or raise its threshold"
             )
-    return None
+    return run_deployment_loop_error(counting, actions)

@@ -57,6 +57,7 @@ from actions.automation import set_automation_enabled
 from actions.context import ActionContext, ActionMessage, BatchMemo, template_variables
 from actions.emit import emit_event
 from actions.notify import send_notification
+from actions.orchestration import cancel_flow_run, change_flow_run_state
 from actions.outcomes import GROUP, Finished, Outcome, OutcomeRecorder, done_key, log_context
 from actions.results import ActionResultStore
 from actions.templates import TemplateEngine, TemplateLimits
@@ -89,6 +90,8 @@ PERFORMERS: Mapping[str, Performer] = MappingProxyType(
         "pause-automation": set_automation_enabled,
         "resume-automation": set_automation_enabled,
         "emit-event": emit_event,
+        "cancel-flow-run": cancel_flow_run,
+        "change-flow-run-state": change_flow_run_state,
     }
 )
 """What runs each action type (``do-nothing`` records a success and does nothing)."""
@@ -351,6 +354,7 @@ class ActionRunnerService:
             http=self.http,
             clock=self.clock,
             memo=memo,
+            db=self.db,
         )
 
     def _backoff_s(self, attempt: int) -> float:

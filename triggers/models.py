@@ -29,6 +29,15 @@ from actions.models import (
     SendNotificationAction,
     self_loop_error,
 )
+from actions.orchestration_models import (
+    CancelFlowRunAction,
+    ChangeFlowRunStateAction,
+    PauseDeploymentAction,
+    PauseScheduleAction,
+    ResumeDeploymentAction,
+    ResumeScheduleAction,
+    RunDeploymentAction,
+)
 from triggers.durations import Seconds
 from triggers.where import WhereClause
 
@@ -79,7 +88,14 @@ Action = Annotated[
     | CallWebhookAction
     | PauseAutomationAction
     | ResumeAutomationAction
-    | EmitEventAction,
+    | EmitEventAction
+    | RunDeploymentAction
+    | PauseDeploymentAction
+    | ResumeDeploymentAction
+    | PauseScheduleAction
+    | ResumeScheduleAction
+    | CancelFlowRunAction
+    | ChangeFlowRunStateAction,
     Field(discriminator="type"),
 ]
 """Any action: a discriminated union on ``type``."""

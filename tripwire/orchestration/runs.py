@@ -282,6 +282,21 @@ class FlowRunStore:
             await self._announce([(after, run.state, payload)])
             return after
 
+    async def cancel(self, run_id: UUID, *, message: str | None = None) -> FlowRun:
+        """Cancel a run: not started (Scheduled, Late, Paused) -> Cancelled at once; Pending or Running
+        -> Cancelling, and its worker stops the process; Cancelling stays; a final run -> Conflict."""
+        while True:
+            run = await self.get(run_id)
+            if run.state is State.CANCELLING:
+                return run
+            if run.state.final:
+                raise Conflict(f"flow run {run.name} ({run.id}) is already {run.state}; nothing to cancel")
+            target = State.CANCELLING if run.state in (State.PENDING, State.RUNNING) else State.CANCELLED
+            try:
+                return await self.transition(run_id, target, message=message, expect=[run.state])
+            except Conflict:
+                continue  # it moved meanwhile (e.g. a worker started it): decide again
+
     async def claim(self, work_pool: str, worker: str, *, limit: int = 1) -> builtins.list[FlowRun]:
         """Take up to ``limit`` due runs of ``work_pool`` for ``worker`` (note 5); oldest first."""
         now = self._clock()
