@@ -1,6 +1,6 @@
 """Tripwire: an event-driven automation engine for data and ML pipelines.
 
-    from tripwire import Automation, EventTrigger, emit_event
+    from tripwire import Automation, EventTrigger, emit_event, flow, task
 
 The names are loaded on first use (PEP 562): ``events`` and ``triggers`` import ``tripwire.errors`` and
 ``tripwire.settings``, so importing them eagerly here would be circular.
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from triggers.models import Automation, CompoundTrigger, DoNothingAction, EventTrigger, SequenceTrigger
     from tripwire.client import connect, emit_event, emit_events
     from tripwire.errors import TripwireError, ValidationFailed
+    from tripwire.orchestration.cache import task_input_hash
+    from tripwire.orchestration.flows import Flow, flow
+    from tripwire.orchestration.futures import unmapped
+    from tripwire.orchestration.tasks import Task, task
     from tripwire.settings import Settings
 
 _HOMES = {
@@ -32,6 +36,12 @@ _HOMES = {
     "TripwireError": "tripwire.errors",
     "ValidationFailed": "tripwire.errors",
     "Settings": "tripwire.settings",
+    "Flow": "tripwire.orchestration.flows",
+    "flow": "tripwire.orchestration.flows",
+    "Task": "tripwire.orchestration.tasks",
+    "task": "tripwire.orchestration.tasks",
+    "unmapped": "tripwire.orchestration.futures",
+    "task_input_hash": "tripwire.orchestration.cache",
 }
 
 __all__ = [
@@ -40,13 +50,19 @@ __all__ = [
     "DoNothingAction",
     "Event",
     "EventTrigger",
+    "Flow",
     "SequenceTrigger",
     "Settings",
+    "Task",
     "TripwireError",
     "ValidationFailed",
     "connect",
     "emit_event",
     "emit_events",
+    "flow",
+    "task",
+    "task_input_hash",
+    "unmapped",
 ]
 
 

@@ -101,6 +101,13 @@ def _actions(ctx: RunContext) -> Service:
     )
 
 
+def _scheduler(ctx: RunContext) -> Service:
+    from events.emit import EventEmitter
+    from tripwire.orchestration.scheduler import SchedulerService
+
+    return SchedulerService(ctx.db, EventEmitter(ctx.bus, ctx.settings), ctx.settings)
+
+
 # name -> factory; registering a new service is one line here. The order is the start order.
 SERVICES: Mapping[str, ServiceFactory] = MappingProxyType(
     {
@@ -108,6 +115,7 @@ SERVICES: Mapping[str, ServiceFactory] = MappingProxyType(
         "evaluator": _evaluator,
         "firings": _firings,
         "actions": _actions,
+        "scheduler": _scheduler,
     }
 )
 
