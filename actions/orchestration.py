@@ -20,13 +20,29 @@ from typing import Any
 from uuid import UUID
 
 from actions.context import ActionContext
-from actions.orchestration_models import CancelFlowRunAction, ChangeFlowRunStateAction
+from actions.orchestration_models import (
+    CancelFlowRunAction,
+    ChangeFlowRunStateAction,
+    PauseDeploymentAction,
+    PauseScheduleAction,
+    ResumeDeploymentAction,
+    ResumeScheduleAction,
+    RunDeploymentAction,
+)
 from events.model import RESOURCE_ID, Event
-from tripwire.errors import ActionFailed, Conflict, NotFound
+from tripwire.errors import ActionFailed, Conflict, NotFound, ValidationFailed
+from tripwire.orchestration.deployments import Deployment, DeploymentStore
 from tripwire.orchestration.runs import FlowRunStore
 from tripwire.orchestration.states import State
 
-__all__ = ["cancel_flow_run", "change_flow_run_state", "inferred_id"]
+__all__ = [
+    "cancel_flow_run",
+    "change_flow_run_state",
+    "inferred_id",
+    "run_deployment",
+    "set_deployment_paused",
+    "set_schedule_active",
+]
 
 
 def _parse(resource_id: str | None, prefix: str) -> UUID | None:
@@ -98,3 +114,102 @@ async def change_flow_run_state(action: ChangeFlowRunStateAction, ctx: ActionCon
     except (NotFound, Conflict) as exc:
         raise ActionFailed(f"cannot change the flow run's state: {exc}") from None
     return {"flow_run": run.name, "flow_run_id": str(run.id), "state": run.state.value}
+
+
+# --- deployments and schedules ---------------------------------------------------------------------------
+
+
+def _deployments(ctx: ActionContext) -> DeploymentStore:
+    if ctx.db is None:
+        raise RuntimeError("the action context has no database")
+    return DeploymentStore(ctx.db, ctx.emitter, clock=ctx.clock)
+
+
+def _infer(ctx: ActionContext, kind: str, what: str) -> UUID:
+    event = ctx.template.triggering_event
+    found = inferred_id(event, kind)
+    if found is None:
+        about = "no event caused this firing" if event is None else f"event {event.event!r} is not"
+        raise ActionFailed(
+            f"cannot infer the {what}: {about} about a {what} (resource 'tripwire.{kind}.<id>' or a "
+            f"related '{kind}')"
+        )
+    return found
+
+
+async def _deployment(
+    action: RunDeploymentAction
+    | PauseDeploymentAction
+    | ResumeDeploymentAction
+    | PauseScheduleAction
+    | ResumeScheduleAction,
+    ctx: ActionContext,
+    store: DeploymentStore,
+) -> Deployment:
+    if action.source == "selected":
+        assert action.deployment is not None  # the model requires it
+        ref: str | UUID = action.deployment
+    else:
+        ref = _infer(ctx, "deployment", "deployment")
+    try:
+        return await store.resolve(ref)
+    except NotFound as exc:
+        raise ActionFailed(str(exc)) from None
+
+
+async def run_deployment(action: RunDeploymentAction, ctx: ActionContext) -> dict[str, Any]:
+    """Create a run of the deployment, once per action message (note 2); bad parameters fail it."""
+    store = _deployments(ctx)
+    deployment = await _deployment(action, ctx, store)
+    parameters = await ctx.render_json("parameters", action.parameters)
+    try:
+        run, created = await store.create_run(
+            deployment.id, parameters, idempotency_key=f"action:{ctx.key}", tags=action.tags
+        )
+    except ValidationFailed as exc:
+        raise ActionFailed(f"deployment {deployment.name!r} refused the run: {exc}") from None
+    except NotFound as exc:
+        raise ActionFailed(str(exc)) from None
+    return {
+        "deployment": deployment.name,
+        "flow_run": run.name,
+        "flow_run_id": str(run.id),
+        "created": created,
+    }
+
+
+async def set_deployment_paused(
+    action: PauseDeploymentAction | ResumeDeploymentAction, ctx: ActionContext
+) -> dict[str, Any]:
+    """Pause or resume the deployment; succeeds when it already was."""
+    paused = isinstance(action, PauseDeploymentAction)
+    store = _deployments(ctx)
+    deployment = await _deployment(action, ctx, store)
+    changed = await store.set_paused(deployment.id, paused)
+    return {"deployment": deployment.name, "paused": paused, "changed": changed}
+
+
+async def set_schedule_active(
+    action: PauseScheduleAction | ResumeScheduleAction, ctx: ActionContext
+) -> dict[str, Any]:
+    """Pause or resume one schedule: selected, or the one that created the event's flow run."""
+    active = isinstance(action, ResumeScheduleAction)
+    store = _deployments(ctx)
+    deployment = await _deployment(action, ctx, store)
+    schedule: str | int | UUID | None = action.schedule
+    if schedule is None:
+        run_id = _infer(ctx, "flow-run", "flow run")
+        try:
+            run = await _runs(ctx).get(run_id)
+        except NotFound as exc:
+            raise ActionFailed(str(exc)) from None
+        if run.schedule_id is None:
+            raise ActionFailed(
+                f"flow run {run.name} was not created by a schedule; name the schedule in the action"
+            )
+        schedule = run.schedule_id
+    try:
+        changed = await store.set_schedule_active(deployment.id, schedule, active)
+    except NotFound as exc:
+        raise ActionFailed(str(exc)) from None
+    return {"deployment": deployment.name, "schedule": str(schedule), "active": active, "changed": changed}

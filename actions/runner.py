@@ -57,7 +57,13 @@ from actions.automation import set_automation_enabled
 from actions.context import ActionContext, ActionMessage, BatchMemo, template_variables
 from actions.emit import emit_event
 from actions.notify import send_notification
-from actions.orchestration import cancel_flow_run, change_flow_run_state
+from actions.orchestration import (
+    cancel_flow_run,
+    change_flow_run_state,
+    run_deployment,
+    set_deployment_paused,
+    set_schedule_active,
+)
 from actions.outcomes import GROUP, Finished, Outcome, OutcomeRecorder, done_key, log_context
 from actions.results import ActionResultStore
 from actions.templates import TemplateEngine, TemplateLimits
@@ -90,6 +96,11 @@ PERFORMERS: Mapping[str, Performer] = MappingProxyType(
         "pause-automation": set_automation_enabled,
         "resume-automation": set_automation_enabled,
         "emit-event": emit_event,
+        "run-deployment": run_deployment,
+        "pause-deployment": set_deployment_paused,
+        "resume-deployment": set_deployment_paused,
+        "pause-schedule": set_schedule_active,
+        "resume-schedule": set_schedule_active,
         "cancel-flow-run": cancel_flow_run,
         "change-flow-run-state": change_flow_run_state,
     }

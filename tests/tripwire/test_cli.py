@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tests.conftest import free_port
 from tripwire.cli.events import parse_since
 from tripwire.cli.main import app
-from tripwire.runner import ApiServer, build_server, running
+from tripwire.runner import SERVICES, ApiServer, build_server, running
 from tripwire.settings import Settings
 
 pytestmark = pytest.mark.redis
@@ -48,7 +48,9 @@ class ThreadedServer:
             self._ready.set()
 
     async def _main(self) -> None:
-        async with running(self.settings, embedded_redis=False) as ctx:
+        # No worker: its heartbeats would be events of their own in the history these tests list.
+        services = [name for name in SERVICES if name != "worker"]
+        async with running(self.settings, services=services, embedded_redis=False) as ctx:
             port = int(self.url.rsplit(":", 1)[1])
             self._server = build_server(ctx, "127.0.0.1", port, log_level="warning")
             self._loop = asyncio.get_running_loop()
