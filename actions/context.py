@@ -10,8 +10,8 @@ Template variables (DESIGN.md §5):
 | ``labels`` | the ``for_each`` key's labels |
 | ``firing`` | ``{id, kind, time, trigger_path, automation_id, event_id, event_ids}`` |
 
-``event`` is the triggering event for ``actions`` (None for a proactive deadline, which no event
-caused). ``actions_on_trigger`` and ``actions_on_resolve`` get the automation's own
+``event`` is the triggering event for ``actions`` (for a proactive deadline, the event that armed the
+key — e.g. the ``after`` event — or None when no event was seen for it). ``actions_on_trigger`` and ``actions_on_resolve`` get the automation's own
 ``tripwire.automation.triggered`` / ``resolved`` event instead (its payload holds the firing id,
 labels, event ids and trigger path), as the issue asks; which list an action belongs to is read from
 the stored automation (its index against ``len(actions)``), so editing the lists between the firing and

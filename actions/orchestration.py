@@ -16,6 +16,7 @@ change flow runs (models in ``actions.orchestration_models``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -157,11 +158,28 @@ async def _deployment(
         raise ActionFailed(str(exc)) from None
 
 
+def _typed(deployment: Deployment, parameters: Any) -> Any:
+    """Rendered templates are text: a value for a parameter the flow does not declare as a string is read
+    as JSON when it parses (``"{{ event.payload.n }}"`` -> 5 for an ``int`` parameter)."""
+    if not isinstance(parameters, dict):
+        return parameters
+    properties = deployment.parameter_schema.get("properties", {})
+    out = dict(parameters)
+    for name, value in parameters.items():
+        kind = properties.get(name, {}).get("type") if isinstance(properties.get(name), dict) else None
+        if isinstance(value, str) and kind is not None and kind != "string":
+            try:
+                out[name] = json.loads(value)
+            except ValueError:
+                pass  # left as text: the schema check names the parameter
+    return out
+
+
 async def run_deployment(action: RunDeploymentAction, ctx: ActionContext) -> dict[str, Any]:
     """Create a run of the deployment, once per action message (note 2); bad parameters fail it."""
     store = _deployments(ctx)
     deployment = await _deployment(action, ctx, store)
-    parameters = await ctx.render_json("parameters", action.parameters)
+    parameters = _typed(deployment, await ctx.render_json("parameters", action.parameters))
     try:
         run, created = await store.create_run(
             deployment.id, parameters, idempotency_key=f"action:{ctx.key}", tags=action.tags
