@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,19 @@ class ServiceProcess:
 
 
 class EngineProcess:
-    """``python -m tripwire server start`` on a free port, the private Redis and a fresh SQLite file."""
+    """``python -m tripwire server start`` on a free port, the private Redis and a fresh SQLite file.
+
+    ``launcher`` replaces ``-m tripwire`` by a script that runs the same command (e.g. the flaky
+    deployment example's ``local_slack.py RECEIVER_URL``, which points Slack at a local receiver).
+    """
 
     def __init__(
-        self, tmp_path: Path, redis_server: RedisServer, *extra: str, env: dict[str, str] | None = None
+        self,
+        tmp_path: Path,
+        redis_server: RedisServer,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        launcher: Sequence[str] = ("-m", "tripwire"),
     ) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.env = dict(env) if env is not None else tripwire_env(tmp_path, redis_server)
@@ -88,7 +97,7 @@ class EngineProcess:
         port = self.url.rsplit(":", 1)[1]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tripwire", "server", "start", "--port", port, *extra],
+                [sys.executable, *launcher, "server", "start", "--port", port, *extra],
                 env=self.env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self._await(self._healthy, "the engine did not answer /health")
