@@ -11,12 +11,13 @@ Template variables (DESIGN.md §5):
 | ``firing`` | ``{id, kind, time, trigger_path, automation_id, event_id, event_ids}`` |
 
 ``event`` is the triggering event for ``actions`` (for a proactive deadline, the event that armed the
-key — e.g. the ``after`` event — or None when no event was seen for it). ``actions_on_trigger`` and ``actions_on_resolve`` get the automation's own
-``tripwire.automation.triggered`` / ``resolved`` event instead (its payload holds the firing id,
-labels, event ids and trigger path), as the issue asks; which list an action belongs to is read from
-the stored automation (its index against ``len(actions)``), so editing the lists between the firing and
-the run can shift that. The lifecycle event is rebuilt from the recorded firing with the same id the
-firings relay gave it (``triggers.outbox.lifecycle_event``), so it need not be in history yet.
+key — e.g. the ``after`` event — or None when no event was seen for it). ``actions_on_trigger`` and
+``actions_on_resolve`` get the automation's own ``tripwire.automation.triggered`` / ``resolved`` event
+instead (its payload holds the firing id, labels, event ids and trigger path), as the issue asks; which
+list an action belongs to is read from the stored automation (its index against ``len(actions)``), so
+editing the lists between the firing and the run can shift that. The lifecycle event is rebuilt from the
+recorded firing with the same id the firings relay gave it (``triggers.outbox.lifecycle_event``), so it
+need not be in history yet.
 
 Events are read from the history the recorder writes, which runs beside the evaluator and may lag a
 little behind it: a missing event is waited for up to ``actions.event_wait_s``, then left out.

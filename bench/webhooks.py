@@ -1,17 +1,23 @@
 """W3, webhooks in (shared/bench/WORKLOADS.md): signed GitHub-style 2 KiB bodies to ``POST /hooks/{slug}``.
 
     python bench/webhooks.py [--runs 3] [--seconds 10] [--concurrency 8]
+                             [--http auto,h11,httptools] [--loop auto,asyncio,uvloop] [--workers 1,2]
 
-Starts a private redis-server on a free port, then a real uvicorn server (``tripwire.runner.running``
-without services + ``build_server``) in a child process, with one webhook: GitHub HMAC-SHA256 auth
-(secret in an encrypted block) and a jsonpath template (event name from a header and the body, resource
-from the body, the body as payload, the delivery header as event id). ``--concurrency`` keep-alive
-connections, each sending one request at a time (a minimal HTTP/1.1 client on asyncio streams, so the
-client's CPU stays small next to the server's) for ``--seconds``. Every answer must be 202; the stream
-length is checked against the count at the end.
+Starts a private redis-server on a free port and stores one webhook: GitHub HMAC-SHA256 auth (secret in
+an encrypted block) and a jsonpath template (event name from a header and the body, resource from the
+body, the body as payload, the delivery header as event id). Then real uvicorn servers
+(``tripwire.runner.running`` without services + ``build_server``) in ``--workers`` child processes
+sharing one listening socket. ``--concurrency`` keep-alive connections, each sending one request at a
+time (a minimal HTTP/1.1 client on asyncio streams, so the client's CPU stays small next to the
+server's) for ``--seconds``. Every answer must be 202; the stream length is checked against the count at
+the end.
 
-Prints one JSON object per run (requests/s, p50/p99 latency in ms, server CPU seconds) and a summary with
-the medians against the target (3,000 requests/s). The machine is shared: single runs vary.
+``--http``, ``--loop`` and ``--workers`` take comma-separated lists: every combination is a variant, and
+the variants run interleaved (round after round), so they can be compared as ratios in one run.
+
+Prints one JSON object per run (requests/s, p50/p99 latency in ms, server CPU seconds of all server
+processes and per request) and a summary per variant with the medians against the target (3,000
+requests/s). The machine is shared: single runs vary.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import socket
 import statistics
 import sys
 import tempfile
@@ -32,7 +39,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.intake import free_port, make_settings, percentile, start_redis, wait_ping
+from bench.intake import make_settings, percentile, start_redis, wait_ping
 from events.webhooks.auth import sign_github
 from tripwire.settings import Settings
 
@@ -66,18 +73,14 @@ def github_body(n: int, size: int = 2048) -> bytes:
     return json.dumps(doc).encode()
 
 
-# -- the server (child process) -----------------------------------------------------------------------------
-def _serve_child(settings_json: str, port: int, ready: Any, stop: Any, out: Any) -> None:
-    settings = Settings.model_validate_json(settings_json)
-    asyncio.run(_serve(settings, port, ready, stop, out))
-
-
-async def _serve(settings: Settings, port: int, ready: Any, stop: Any, out: Any) -> None:
+# -- the server (child processes) ---------------------------------------------------------------------------
+async def _create_hook(settings: Settings) -> str:
+    """Store the secret block and the webhook; returns its slug."""
     from pydantic import SecretStr
 
     from blocks import BlockStore, Cipher, Secret
     from events.webhooks import WebhookStore, parse_definition
-    from tripwire.runner import build_server, running
+    from tripwire.runner import running
 
     async with running(settings, services=[], embedded_redis=False) as ctx:
         await BlockStore(ctx.db, Cipher.from_settings(settings)).put(
@@ -89,14 +92,34 @@ async def _serve(settings: Settings, port: int, ready: Any, stop: Any, out: Any)
             "auth": {"type": "github", "secret": "secret/gh"},
         }
         hook = await WebhookStore(ctx.db, ctx.redis, settings.streams).create(parse_definition(definition))
-        server = build_server(ctx, "127.0.0.1", port, log_level="warning")
-        task = asyncio.create_task(server.serve())
+        return hook.slug
+
+
+def _serve_child(
+    settings_json: str, sock: socket.socket, variant: dict[str, Any], ready: Any, stop: Any, out: Any
+) -> None:
+    from tripwire.runner import event_loop_factory
+
+    settings = Settings.model_validate_json(settings_json)
+    with asyncio.Runner(loop_factory=event_loop_factory(variant["loop"])) as runner:
+        runner.run(_serve(settings, sock, variant, ready, stop, out))
+
+
+async def _serve(
+    settings: Settings, sock: socket.socket, variant: dict[str, Any], ready: Any, stop: Any, out: Any
+) -> None:
+    """One API process serving on the shared listening socket until ``stop``; puts its CPU seconds."""
+    from tripwire.runner import build_server, running
+
+    async with running(settings, services=[], embedded_redis=False) as ctx:
+        host, port = sock.getsockname()[:2]
+        server = build_server(ctx, host, port, log_level="warning", http=variant["http"])
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if task.done():
                 await task
                 return
             await asyncio.sleep(0.01)
-        out.put(hook.slug)
         ready.set()
         cpu0 = time.process_time()
         while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing.Event
@@ -141,22 +164,39 @@ def build_request(path: str, body: bytes, signature: str) -> bytes:
     return head.encode() + body
 
 
-async def one_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def cpu_us_per_request(result: dict[str, Any]) -> float:
+    return round(result["server_cpu_s"] * 1e6 / max(1, result["requests"]))
+
+
+async def one_run(url: str, args: argparse.Namespace, variant: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tw-bench-w3-") as home:
         settings = make_settings(url, Path(home))
-        port = free_port()
+        slug = await _create_hook(settings)
+        # IPPROTO_TCP said out loud: asyncio sets TCP_NODELAY only on sockets whose proto is TCP (one made
+        # by socket.socket() says 0), and without it Nagle holds each response's body for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+        port = sock.getsockname()[1]
         mp = multiprocessing.get_context("spawn")
-        ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
-        child = mp.Process(target=_serve_child, args=(settings.model_dump_json(), port, ready, stop, out))
-        child.start()
+        stop, out = mp.Event(), mp.Queue()
+        readies = [mp.Event() for _ in range(variant["workers"])]
+        settings_json = settings.model_dump_json()
+        children = [
+            mp.Process(target=_serve_child, args=(settings_json, sock, variant, ready, stop, out))
+            for ready in readies
+        ]
+        for child in children:
+            child.start()
         try:
             for _ in range(6000):
-                if ready.is_set() or not child.is_alive():
+                if all(r.is_set() for r in readies) or not all(c.is_alive() for c in children):
                     break
                 await asyncio.sleep(0.01)
-            if not ready.is_set():
-                sys.exit(f"the API server did not start (exit code {child.exitcode})")
-            slug = out.get(timeout=10)
+            if not all(r.is_set() for r in readies):
+                codes = [c.exitcode for c in children]
+                sys.exit(f"the API server did not start (exit codes {codes})")
             path = f"/hooks/{slug}"
             bodies = [github_body(n) for n in range(256)]
             signed = [(b, sign_github(SECRET, b)) for b in bodies]
@@ -183,17 +223,21 @@ async def one_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
             for conn in conns:
                 conn.close()
             stop.set()
-            server_cpu = out.get(timeout=30)
-            child.join(30)
+            server_cpu = sum(out.get(timeout=30) for _ in children)
+            for child in children:
+                child.join(30)
             redis = aioredis.Redis.from_url(url)
             on_stream = await redis.xlen(settings.streams.events) - args.concurrency
             await redis.aclose()
         finally:
             stop.set()
-            if child.is_alive():
-                child.terminate()
+            sock.close()
+            for child in children:
+                if child.is_alive():
+                    child.terminate()
     accepted = statuses.get(202, 0)
-    return {
+    result = {
+        "variant": variant_name(variant),
         "requests": len(latencies),
         "accepted": accepted,
         "statuses": {str(k): v for k, v in statuses.items()},
@@ -204,6 +248,33 @@ async def one_run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_s": round(server_cpu, 2),
         "seconds": round(elapsed, 2),
     }
+    result["server_cpu_us_per_request"] = cpu_us_per_request(result)
+    return result
+
+
+def variant_name(variant: dict[str, Any]) -> str:
+    return f"http={variant['http']} loop={variant['loop']} workers={variant['workers']}"
+
+
+def summarise(runs: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    rates = [r["requests_per_s"] for r in runs]
+    return {
+        "workload": "W3 webhooks in: GitHub-signed 2 KiB bodies, jsonpath template",
+        "variant": runs[0]["variant"],
+        "concurrency": concurrency,
+        "runs": len(runs),
+        "requests_per_s_median": round(statistics.median(rates)),
+        "requests_per_s_min": min(rates),
+        "requests_per_s_max": max(rates),
+        "p50_ms_median": round(statistics.median(r["p50_ms"] for r in runs), 2),
+        "p99_ms_median": round(statistics.median(r["p99_ms"] for r in runs), 2),
+        "server_cpu_us_per_request_median": round(
+            statistics.median(r["server_cpu_us_per_request"] for r in runs)
+        ),
+        "target_requests_per_s": TARGET,
+        "meets_target": statistics.median(rates) >= TARGET,
+        "all_on_stream": all(r["on_stream"] == r["accepted"] for r in runs),
+    }
 
 
 async def main() -> None:
@@ -211,36 +282,46 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--http", default="auto", help="uvicorn HTTP parser(s), comma-separated: auto, httptools, h11"
+    )
+    parser.add_argument(
+        "--loop", default="auto", help="event loop(s), comma-separated: auto, asyncio, uvloop"
+    )
+    parser.add_argument(
+        "--workers", default="1", help="API processes sharing the listening socket, comma-separated counts"
+    )
     args = parser.parse_args()
+    variants = [
+        {"http": http, "loop": loop, "workers": int(workers)}
+        for http in args.http.split(",")
+        for loop in args.loop.split(",")
+        for workers in args.workers.split(",")
+    ]
+    by_variant: dict[str, list[dict[str, Any]]] = {variant_name(v): [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="tw-bench-redis-") as directory:
         proc, redis_port = start_redis(directory)
         url = f"redis://127.0.0.1:{redis_port}/0"
         try:
             await wait_ping(url)
-            runs = []
-            for _ in range(args.runs):
-                result = await one_run(url, args)
-                print(json.dumps(result))
-                runs.append(result)
+            for _ in range(args.runs):  # variants interleaved, so a noisy minute hits them all alike
+                for variant in variants:
+                    result = await one_run(url, args, variant)
+                    print(json.dumps(result))
+                    by_variant[variant_name(variant)].append(result)
         finally:
             proc.terminate()
             proc.wait(10)
-    rates = [r["requests_per_s"] for r in runs]
-    summary = {
-        "workload": "W3 webhooks in: GitHub-signed 2 KiB bodies, jsonpath template",
-        "concurrency": args.concurrency,
-        "requests_per_s_median": statistics.median(rates),
-        "requests_per_s_min": min(rates),
-        "requests_per_s_max": max(rates),
-        "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
-        "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
-        "target_requests_per_s": TARGET,
-        "meets_target": statistics.median(rates) >= TARGET,
-        "all_on_stream": all(r["on_stream"] == r["accepted"] for r in runs),
-    }
-    print(json.dumps(summary, indent=2))
-    print(f"W3: {summary['requests_per_s_median']} req/s (target {TARGET}), "
-          f"p99 {summary['p99_ms_median']} ms", file=sys.stderr)  # fmt: skip
+    summaries = [summarise(runs, args.concurrency) for runs in by_variant.values()]
+    for summary in summaries:
+        print(json.dumps(summary, indent=2))
+    for summary in summaries:
+        line = (
+            f"W3 [{summary['variant']}]: {summary['requests_per_s_median']} req/s (target {TARGET}), "
+            f"p50 {summary['p50_ms_median']} ms, p99 {summary['p99_ms_median']} ms, "
+            f"{summary['server_cpu_us_per_request_median']} µs server CPU/request"
+        )
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

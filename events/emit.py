@@ -45,9 +45,29 @@ class EventEmitter:
         """
         return await self._emit(events, where="events")
 
+    def prepare(self, items: Sequence[Event | dict[str, Any]]) -> tuple[list[Event], list[bytes]]:
+        """Validate, stamp and encode a batch without publishing it: the events and their stream bodies.
+
+        For callers that write the bodies to ``stream`` themselves, together with other keys in one round
+        trip (the webhook intake, events/webhooks/ledger.py). Raises EventRejected as ``emit_events`` does.
+        """
+        return self._prepare(items, where="events")
+
+    @property
+    def stream(self) -> str:
+        """The event stream this emitter publishes to."""
+        return self._stream
+
     async def _emit(self, items: Sequence[Event | dict[str, Any]], where: str | None) -> list[Event]:
         if not items:
             return []
+        events, bodies = self._prepare(items, where)
+        await self._bus.publish(self._stream, bodies)
+        return events
+
+    def _prepare(
+        self, items: Sequence[Event | dict[str, Any]], where: str | None
+    ) -> tuple[list[Event], list[bytes]]:
         now = self._clock()
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
         events: list[Event] = []
@@ -68,8 +88,7 @@ class EventEmitter:
                 bodies.append(body)
         if errors:
             raise EventRejected(errors)
-        await self._bus.publish(self._stream, bodies)
-        return events
+        return events, bodies
 
     @staticmethod
     def _stamp(item: Event | dict[str, Any], now: datetime) -> Event:

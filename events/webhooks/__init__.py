@@ -2,8 +2,9 @@
 
 ``WebhookDefinition`` (model.py) says how a request to ``/hooks/{slug}`` is authenticated (auth.py) and
 mapped to an event by a jsonpath template (template.py, intake.py); ``WebhookStore`` (store.py) keeps
-definitions in SQL; ``WebhookCache``, ``RateLimiter`` and ``WebhookStats`` serve the intake route
-(tripwire/api/hooks.py).
+definitions in SQL; ``WebhookCache`` and ``Ledger`` (one Redis round trip per request: rate limit, replay
+claim, publish, counters) serve the intake route (tripwire/api/hooks.py); ``WebhookStats`` reads back what
+it counted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tripwire.api  # noqa: F401  isort: skip
 from events.webhooks.auth import Unauthorized, check, sign_github, sign_hmac, sign_slack, sign_stripe
 from events.webhooks.cache import WebhookCache
 from events.webhooks.intake import HookRequest, request_document, to_events
+from events.webhooks.ledger import Ledger
 from events.webhooks.model import (
     BearerAuth,
     CompiledWebhook,
@@ -40,6 +42,7 @@ __all__ = [
     "GithubAuth",
     "HmacAuth",
     "HookRequest",
+    "Ledger",
     "NoAuth",
     "RateLimit",
     "RateLimited",

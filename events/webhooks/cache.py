@@ -1,7 +1,9 @@
 """WebhookCache: slug -> compiled webhook (and its secret) in process, checked against the store's counter.
 
 1. Each lookup reads the Redis change counter (one GET); when it moved, every enabled webhook is reloaded
-   from SQL and compiled once. A disabled, deleted or rotated webhook stops answering at once.
+   from SQL and compiled once. A disabled, deleted or rotated webhook stops answering at once. ``peek``
+   answers from memory with the counter the answer was loaded at, for callers that check the counter
+   in the same round trip as their writes (the intake: events/webhooks/ledger.py).
 2. Secrets are read from their blocks (decrypted) on first use and kept for ``secret_ttl_s``: a secret
    changed in its block takes effect within that time (or at once, with any webhook change).
 """
@@ -41,6 +43,11 @@ class WebhookCache:
         self._by_slug: dict[str, CompiledWebhook] = {}
         self._secrets: dict[str, tuple[float, str]] = {}
         self._lock = asyncio.Lock()
+
+    def peek(self, slug: str) -> tuple[CompiledWebhook | None, int]:
+        """The webhook as last loaded and the change counter it was loaded at, without a round trip (-1
+        before the first load). The caller checks the counter later (events/webhooks/ledger.py note 3)."""
+        return self._by_slug.get(slug), self._version
 
     async def lookup(self, slug: str) -> CompiledWebhook | None:
         """The enabled webhook with this slug, or None (unknown and disabled look the same)."""

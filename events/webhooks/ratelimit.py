@@ -2,6 +2,8 @@
 
 The key is ``<prefix>:webhooks:<id>:rate:<window start>``; a request over the limit gets 429 with
 ``Retry-After`` = seconds until the window ends. Every process serving the webhook shares the counter.
+``rate_window`` says which counter a request counts on; the intake counts it inside its one round trip
+per request (events/webhooks/ledger.py), ``RateLimiter.hit`` on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from events.webhooks.model import RateLimit
 from tripwire.errors import TripwireError
 from tripwire.settings import StreamSettings
 
-__all__ = ["RateLimited", "RateLimiter"]
+__all__ = ["RateLimited", "RateLimiter", "RateWindow", "rate_window"]
 
 
 class RateLimited(TripwireError):
@@ -30,6 +32,26 @@ class RateLimited(TripwireError):
         )
 
 
+@dataclass(frozen=True)
+class RateWindow:
+    """The counter a request at some moment counts on, and what to answer when it is over the limit."""
+
+    key: str
+    limit: RateLimit
+    ttl_s: int
+    retry_after_s: int
+
+    def refusal(self) -> RateLimited:
+        return RateLimited(self.limit, self.retry_after_s)
+
+
+def rate_window(streams: StreamSettings, webhook_id: str, limit: RateLimit, now: float) -> RateWindow:
+    """The fixed window holding ``now`` (seconds since the epoch)."""
+    window = int(now // limit.per_s) * limit.per_s
+    key = streams.key("webhooks", webhook_id, "rate", str(window))
+    return RateWindow(key, limit, limit.per_s + 1, max(1, math.ceil(window + limit.per_s - now)))
+
+
 @dataclass
 class RateLimiter:
     """``await limiter.hit(webhook_id, limit)`` raises RateLimited when over the limit."""
@@ -39,12 +61,10 @@ class RateLimiter:
     clock: Callable[[], float] = time.time
 
     async def hit(self, webhook_id: str, limit: RateLimit) -> None:
-        now = self.clock()
-        window = int(now // limit.per_s) * limit.per_s
-        key = self.streams.key("webhooks", webhook_id, "rate", str(window))
+        window = rate_window(self.streams, webhook_id, limit, self.clock())
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, limit.per_s + 1, nx=True)
+            pipe.incr(window.key)
+            pipe.expire(window.key, window.ttl_s, nx=True)
             count, _ = await pipe.execute()
         if int(count) > limit.requests:
-            raise RateLimited(limit, max(1, math.ceil(window + limit.per_s - now)))
+            raise window.refusal()

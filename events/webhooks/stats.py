@@ -3,7 +3,8 @@
 ``<prefix>:webhooks:<id>:stats`` is a hash (``accepted``, ``rejected``, ``status:<code>``);
 ``<prefix>:webhooks:<id>:failures`` a list of the newest ``KEEP`` failures, each
 ``{"at", "status", "reason"}``. Reasons are Tripwire's own messages (which header, which path, which
-limit), never the request body, a header value or a secret.
+limit), never the request body, a header value or a secret. The intake writes the same keys inside its
+one round trip per request (events/webhooks/ledger.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from tripwire.settings import StreamSettings
 
-__all__ = ["Failure", "WebhookCounts", "WebhookStats"]
+__all__ = ["KEEP", "Failure", "WebhookCounts", "WebhookStats", "failure_item"]
 
 KEEP = 50
 MAX_REASON = 500
@@ -48,18 +49,19 @@ class WebhookStats:
     redis: aioredis.Redis
     streams: StreamSettings
 
-    def _keys(self, webhook_id: str) -> tuple[str, str]:
+    def keys(self, webhook_id: str) -> tuple[str, str]:
+        """The counters hash and the failures list of a webhook."""
         return (
             self.streams.key("webhooks", webhook_id, "stats"),
             self.streams.key("webhooks", webhook_id, "failures"),
         )
 
     async def accepted(self, webhook_id: str, n: int = 1) -> None:
-        await self.redis.hincrby(self._keys(webhook_id)[0], "accepted", n)
+        await self.redis.hincrby(self.keys(webhook_id)[0], "accepted", n)
 
     async def rejected(self, webhook_id: str, status: int, reason: str, at: datetime) -> None:
-        stats, failures = self._keys(webhook_id)
-        item = json.dumps({"at": at.isoformat(), "status": status, "reason": reason[:MAX_REASON]})
+        stats, failures = self.keys(webhook_id)
+        item = failure_item(status, reason, at)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(stats, "rejected", 1)
             pipe.hincrby(stats, f"status:{status}", 1)
@@ -68,7 +70,7 @@ class WebhookStats:
             await pipe.execute()
 
     async def read(self, webhook_id: str, limit: int = 20) -> WebhookCounts:
-        stats, failures = self._keys(webhook_id)
+        stats, failures = self.keys(webhook_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(stats)
             pipe.lrange(failures, 0, limit - 1)
@@ -82,7 +84,12 @@ class WebhookStats:
         )
 
     async def forget(self, webhook_id: str) -> None:
-        await self.redis.delete(*self._keys(webhook_id))
+        await self.redis.delete(*self.keys(webhook_id))
+
+
+def failure_item(status: int, reason: str, at: datetime) -> str:
+    """One entry of the failures list (the reason cut to MAX_REASON characters)."""
+    return json.dumps({"at": at.isoformat(), "status": status, "reason": reason[:MAX_REASON]})
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 The app does not own its resources: whoever calls ``create_app`` (the services runner, a test) starts Redis,
 the bus and the database before and stops them after. The app keeps them on ``app.state`` (``settings``,
-``bus``, ``db``, ``redis``, ``services``, ``emitter``) for the routers.
+``bus``, ``db``, ``redis``, ``services``, ``emitter``, ``hooks``) for the routers. ``TripwireAPI`` serves
+``/hooks/<slug>`` ahead of FastAPI's router (tripwire/api/hooks.py).
 
 Live tails (``GET /api/events/tail``) are endless responses, and uvicorn waits for open responses before it
 runs the lifespan shutdown. So whoever stops the server calls ``close_live_streams(app)`` first (the lifespan
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from events.emit import EventEmitter
 from events.ports import Bus
@@ -29,13 +31,13 @@ from tripwire.api.evaluators import evaluators_router
 from tripwire.api.events import events_router
 from tripwire.api.flow_runs import flow_runs_router
 from tripwire.api.health import health_router
-from tripwire.api.hooks import hooks_router
+from tripwire.api.hooks import HookIntake, hook_slug, hooks_router
 from tripwire.api.webhooks import webhooks_router
 from tripwire.db import Database
 from tripwire.services import Service
 from tripwire.settings import Settings
 
-__all__ = ["close_live_streams", "create_app"]
+__all__ = ["TripwireAPI", "close_live_streams", "create_app"]
 
 DESCRIPTION = """Tripwire: an event-driven automation engine.
 
@@ -44,6 +46,19 @@ DESCRIPTION = """Tripwire: an event-driven automation engine.
 Errors are `{"detail": [{"loc": "...", "msg": "..."}]}` for refused input (400, 413, 422) and
 `{"detail": "..."}` otherwise (401, 404, 503).
 """
+
+
+class TripwireAPI(FastAPI):
+    """FastAPI with the webhook intake's lean path: ``POST|PUT|GET /hooks/<slug>`` goes straight to
+    ``app.state.hooks`` (tripwire/api/hooks.py note 2); everything else to FastAPI as usual."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            slug = hook_slug(scope)
+            if slug is not None:
+                await self.state.hooks.asgi(scope, receive, send, slug)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def close_live_streams(app: FastAPI) -> None:
@@ -67,7 +82,7 @@ def create_app(
         yield
         close_live_streams(app)
 
-    app = FastAPI(
+    app = TripwireAPI(
         title="Tripwire",
         description=DESCRIPTION,
         version="0.1.0",
@@ -81,6 +96,7 @@ def create_app(
     app.state.redis = redis
     app.state.services = services
     app.state.emitter = EventEmitter(bus, settings)
+    app.state.hooks = HookIntake(settings, db, redis, app.state.emitter)
     app.state.closing = asyncio.Event()
     app.state.tail_heartbeat_s = tail_heartbeat_s
     install_error_handlers(app)

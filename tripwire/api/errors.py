@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,7 +34,14 @@ from tripwire.errors import (
     ValidationFailed,
 )
 
-__all__ = ["MalformedRequest", "PayloadTooLarge", "install_error_handlers", "parse_json", "status_for"]
+__all__ = [
+    "MalformedRequest",
+    "PayloadTooLarge",
+    "error_reply",
+    "install_error_handlers",
+    "parse_json",
+    "status_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +84,64 @@ def _detail(errors: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"loc": loc, "msg": msg} for loc, msg in errors]
 
 
-async def _validation_failed(_: Request, exc: Exception) -> JSONResponse:
+Reply = tuple[int, dict[str, Any]]
+
+
+def _validation_failed(exc: Exception, method: str, path: str) -> Reply:
     assert isinstance(exc, ValidationFailed)
-    return JSONResponse({"detail": _detail(exc.errors)}, status_code=status_for(exc))
+    return status_for(exc), {"detail": _detail(exc.errors)}
+
+
+def _message(status: int) -> Callable[[Exception, str, str], Reply]:
+    def reply(exc: Exception, method: str, path: str) -> Reply:
+        return status, {"detail": str(exc)}
+
+    return reply
+
+
+def _redis_unavailable(exc: Exception, method: str, path: str) -> Reply:
+    logger.warning("Redis error on %s %s: %s", method, path, exc)
+    return 503, {"detail": f"Redis is unavailable: {type(exc).__name__}"}
+
+
+def _tripwire_error(exc: Exception, method: str, path: str) -> Reply:
+    logger.error("%s on %s %s: %s", type(exc).__name__, method, path, exc)
+    return 500, {"detail": str(exc)}
+
+
+def _internal(exc: Exception, method: str, path: str) -> Reply:
+    logger.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return 500, {"detail": "internal error; the server log has the details"}
+
+
+# exception class -> reply; the most specific class in an exception's MRO wins, as in Starlette.
+_REPLIES: dict[type[Exception], Callable[[Exception, str, str], Reply]] = {
+    ValidationFailed: _validation_failed,
+    NotFound: _message(404),
+    Conflict: _message(409),
+    ServiceUnavailable: _message(503),
+    RedisConnectionError: _redis_unavailable,
+    RedisTimeoutError: _redis_unavailable,
+    TripwireError: _tripwire_error,
+    Exception: _internal,
+}
+
+
+def error_reply(exc: Exception, method: str, path: str) -> Reply:
+    """The status and JSON body the handlers give ``exc``, for ASGI paths that bypass FastAPI."""
+    for cls in type(exc).__mro__:
+        reply = _REPLIES.get(cls)
+        if reply is not None:
+            return reply(exc, method, path)
+    return _internal(exc, method, path)  # pragma: no cover - Exception is in every MRO above
+
+
+def _handler(reply: Callable[[Exception, str, str], Reply]) -> Callable[[Request, Exception], Any]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        status, body = reply(exc, request.method, request.url.path)
+        return JSONResponse(body, status_code=status)
+
+    return handle
 
 
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -90,41 +153,8 @@ async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _detail(errors)}, status_code=422)
 
 
-async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
-
-
-async def _conflict(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=409)
-
-
-async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)
-
-
-async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("Redis error on %s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse({"detail": f"Redis is unavailable: {type(exc).__name__}"}, status_code=503)
-
-
-async def _tripwire_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=500)
-
-
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers above on ``app``."""
-    app.add_exception_handler(ValidationFailed, _validation_failed)
+    """Register the replies above on ``app`` (and FastAPI's parameter errors as 422)."""
     app.add_exception_handler(RequestValidationError, _request_validation)
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(ServiceUnavailable, _unavailable)
-    app.add_exception_handler(RedisConnectionError, _redis_unavailable)
-    app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
-    app.add_exception_handler(TripwireError, _tripwire_error)
-    app.add_exception_handler(Exception, _internal)
+    for cls, reply in _REPLIES.items():
+        app.add_exception_handler(cls, _handler(reply))

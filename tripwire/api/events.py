@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -46,7 +46,7 @@ from tripwire.api.errors import PayloadTooLarge, parse_json
 from tripwire.errors import EventRejected, NotFound, ValidationFailed
 from tripwire.settings import Settings
 
-__all__ = ["Accepted", "events_router", "read_body", "tail_stream"]
+__all__ = ["Accepted", "events_router", "read_body", "read_limited", "tail_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +83,22 @@ def _matcher(names: list[str], resource: str | None) -> Callable[[Event], bool]:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with PayloadTooLarge (413) as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    return await read_limited(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def read_limited(declared: str | None, chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """``chunks`` joined, refused with PayloadTooLarge (413) when the declared Content-Length or the bytes
+    read so far exceed ``limit`` (for ASGI paths without a Request: tripwire/api/hooks.py)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge([("body", f"is {int(declared)} bytes, larger than the limit of {limit} bytes")])
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge([("body", f"is larger than the limit of {limit} bytes")])
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _check_count(n: int, settings: Settings) -> None:

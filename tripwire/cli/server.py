@@ -86,16 +86,30 @@ def start(
         "--embedded-redis/--no-embedded-redis",
         help="start a private redis-server when TRIPWIRE_REDIS_URL is unset and none answers at the default",
     ),
+    services: list[str] = typer.Option(
+        [],
+        "--service",
+        help="run only this service beside the API (repeatable, e.g. to leave the worker out) [default: all]",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
+    loop: str = typer.Option(
+        "auto", "--loop", help="event loop: auto (uvloop when installed), asyncio or uvloop"
+    ),
 ) -> None:
     """Start the API and every service (the embedded one-machine mode); Ctrl-C stops it gracefully."""
-    from tripwire.runner import serve
+    from tripwire.runner import event_loop_factory, serve
 
     settings: Settings = ctx.obj
     _setup_logging(log_level)
     hook = _run_example if with_example else None
     try:
-        asyncio.run(serve(settings, host, port, embedded_redis=embedded_redis, on_ready=hook))
+        with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+            runner.run(
+                serve(
+                    settings, host, port, services=services or None, embedded_redis=embedded_redis,
+                    on_ready=hook,
+                )
+            )  # fmt: skip
     except KeyboardInterrupt:  # before the signal handlers were in place
         raise typer.Exit(130) from None
 
