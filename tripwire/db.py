@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -83,9 +84,26 @@ def _sqlite_file(url: URL) -> Path | None:
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:
-        cursor.execute(f"PRAGMA {pragma}")
+        _pragma(cursor, pragma)
     cursor.close()
     dbapi_connection.isolation_level = None
+
+
+def _pragma(cursor: Any, pragma: str, wait_s: float = 30.0) -> None:
+    """Run one PRAGMA. Switching a new file to WAL can answer "database is locked" at once, without the
+    busy timeout, while another connection opens it too (several processes starting together): retried
+    for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute(f"PRAGMA {pragma}")
+            return
+        except Exception as exc:  # the driver's OperationalError (sqlite3, under aiosqlite)
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)  # in the driver's connection thread, not on the event loop
+        delay = min(delay * 2, 0.2)
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
