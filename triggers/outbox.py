@@ -12,17 +12,17 @@ message changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from events.codec import encode_event
+from events.codec import decode_event
 from events.model import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event, now_utc
 from events.ports import Bus, StreamEntry
-from triggers.models import Automation
+from triggers.models import Action, Automation
 from triggers.outcomes import Firing, Resolution
 from tripwire.services import ServiceState
 from tripwire.settings import Settings
@@ -32,8 +32,10 @@ __all__ = [
     "TRIGGERED",
     "FiringSink",
     "OutboxService",
+    "OutboxTemplate",
     "action_messages",
     "lifecycle_event",
+    "lifecycle_json",
     "outbox_message",
 ]
 
@@ -44,60 +46,75 @@ RESOLVED = "resolved"
 GROUP = "firings"
 
 
-def outbox_message(automation: Automation, outcome: Firing | Resolution) -> bytes:
-    """The outbox entry of a firing or resolution: self-contained, with the actions to run."""
-    status = "queued" if automation.mode == "live" else "would have run"
-    if isinstance(outcome, Firing):
-        kind, time = TRIGGERED, outcome.fire_time
-        actions = [*automation.actions, *automation.actions_on_trigger]
-        extra: dict[str, Any] = {"event_ids": [str(e) for e in outcome.event_ids]}
-    else:
-        kind, time = RESOLVED, outcome.resolve_time
-        actions = list(automation.actions_on_resolve)
-        extra = {
-            "event_ids": [] if outcome.event_id is None else [str(outcome.event_id)],
-            "firing_id": None if outcome.firing_id is None else str(outcome.firing_id),
-            "firings": outcome.firings,
-        }
-    doc = {
-        "kind": kind,
-        "id": str(outcome.id),
-        "automation_id": str(automation.id),
-        "automation_name": automation.name,
-        "mode": automation.mode,
-        "trigger_path": outcome.trigger_path,
-        "labels": outcome.labels,
-        "event_id": None if outcome.event_id is None else str(outcome.event_id),
-        "time": time.isoformat(),
-        "actions": [
-            {
-                "index": i,
-                "action": a.model_dump(mode="json"),
-                "status": status,
+class OutboxTemplate:
+    """What an automation's outbox messages share: built once per automation, not once per firing."""
+
+    __slots__ = ("automation_id", "mode", "name", "on_resolve", "on_trigger")
+
+    def __init__(self, automation: Automation) -> None:
+        status = "queued" if automation.mode == "live" else "would have run"
+        self.automation_id = str(automation.id)
+        self.name = automation.name
+        self.mode = automation.mode
+        self.on_trigger = _actions([*automation.actions, *automation.actions_on_trigger], status)
+        self.on_resolve = _actions(automation.actions_on_resolve, status)
+
+    def message(self, outcome: Firing | Resolution) -> bytes:
+        """The outbox entry of a firing or resolution: self-contained, with the actions to run."""
+        if isinstance(outcome, Firing):
+            kind, time, actions = TRIGGERED, outcome.fire_time, self.on_trigger
+            extra: dict[str, Any] = {"event_ids": [str(e) for e in outcome.event_ids]}
+        else:
+            kind, time, actions = RESOLVED, outcome.resolve_time, self.on_resolve
+            extra = {
+                "event_ids": [] if outcome.event_id is None else [str(outcome.event_id)],
+                "firing_id": None if outcome.firing_id is None else str(outcome.firing_id),
+                "firings": outcome.firings,
             }
-            for i, a in enumerate(actions)
-        ],
-        **extra,
-    }
-    return orjson.dumps(doc)
+        doc = {
+            "kind": kind,
+            "id": str(outcome.id),
+            "automation_id": self.automation_id,
+            "automation_name": self.name,
+            "mode": self.mode,
+            "trigger_path": outcome.trigger_path,
+            "labels": outcome.labels,
+            "event_id": None if outcome.event_id is None else str(outcome.event_id),
+            "time": time.isoformat(),
+            "actions": actions,
+            **extra,
+        }
+        return orjson.dumps(doc)
 
 
-def lifecycle_event(doc: dict[str, Any], received: datetime) -> Event:
-    """``tripwire.automation.triggered`` / ``resolved`` for an outbox message, with a derived id."""
+def _actions(actions: Sequence[Action], status: str) -> list[dict[str, Any]]:
+    return [{"index": i, "action": a.model_dump(mode="json"), "status": status} for i, a in enumerate(actions)]
+
+
+def outbox_message(automation: Automation, outcome: Firing | Resolution) -> bytes:
+    """The outbox entry of a firing or resolution (``OutboxTemplate`` when there are many)."""
+    return OutboxTemplate(automation).message(outcome)
+
+
+def lifecycle_json(doc: dict[str, Any], received: str) -> bytes:
+    """The stream body of the lifecycle event of an outbox message (``received``: ISO 8601).
+
+    Written as JSON directly, not through the Event model: the relay emits one per firing, and the
+    model would validate what this function alone builds. ``lifecycle_event`` reads it back.
+    """
     related = []
     if doc.get("event_id"):
         related.append({RESOURCE_ID: f"tripwire.event.{doc['event_id']}", RESOURCE_ROLE: "triggering-event"})
-    return Event(
-        id=uuid5(NAMESPACE_URL, f"tripwire:{doc['kind']}:{doc['id']}"),
-        occurred=datetime.fromisoformat(doc["time"]),
-        received=received,
-        event=f"tripwire.automation.{doc['kind']}",
-        resource={
+    event = {
+        "id": str(uuid5(NAMESPACE_URL, f"tripwire:{doc['kind']}:{doc['id']}")),
+        "occurred": doc["time"],
+        "event": f"tripwire.automation.{doc['kind']}",
+        "resource": {
             RESOURCE_ID: f"tripwire.automation.{doc['automation_id']}",
             RESOURCE_NAME: doc["automation_name"],
         },
-        related=related,
-        payload={
+        "related": related,
+        "payload": {
             "firing_id": doc["id"],
             "trigger_path": doc["trigger_path"],
             "labels": doc["labels"],
@@ -108,7 +125,15 @@ def lifecycle_event(doc: dict[str, Any], received: datetime) -> Event:
                 for a in doc["actions"]
             ],
         },
-    )
+        "follows": None,
+        "received": received,
+    }
+    return orjson.dumps(event)
+
+
+def lifecycle_event(doc: dict[str, Any], received: datetime) -> Event:
+    """``tripwire.automation.triggered`` / ``resolved`` for an outbox message, with a derived id."""
+    return decode_event(lifecycle_json(doc, received.isoformat()))
 
 
 def action_messages(doc: dict[str, Any]) -> list[bytes]:
@@ -187,10 +212,8 @@ class OutboxService:
         if not docs:
             return
         await self.sink.record_outbox(docs)
-        received = self.clock()
-        await self.bus.publish(
-            self.streams.events, [encode_event(lifecycle_event(d, received)) for d in docs]
-        )
+        received = self.clock().isoformat()
+        await self.bus.publish(self.streams.events, [lifecycle_json(d, received) for d in docs])
         actions = [m for d in docs for m in action_messages(d)]
         if actions:
             await self.bus.publish(self.streams.actions, actions)

@@ -19,6 +19,12 @@ Notes referred to by the tests:
 4. Automations are reloaded when the store's change counter moves (polled every ``reload_interval_s``).
    Each poll also reports, in the hash ``<prefix>:evaluators``, which counter value this evaluator has
    loaded, so clients can wait until a change is live everywhere (``evaluators_status``).
+5. Pass-through: an entry whose name and primary resource no loaded trigger can consider (the
+   matching index returns no candidate; e.g. the engine's own lifecycle events in most set-ups) and
+   that follows nothing is only marked processed: not validated in full, not matched, no records
+   loaded (9 µs of CPU per entry instead of 20 µs, 1,000 automations loaded). If events are held
+   for it, it is decoded and evaluated after all, so its followers are released. Entries are sorted
+   under the evaluation's lock, so an automation loaded meanwhile cannot miss one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
@@ -43,7 +50,7 @@ from events.model import Event, now_utc
 from events.ports import Bus, StreamEntry
 from triggers.evaluate import Evaluator
 from triggers.models import Automation
-from triggers.outbox import outbox_message
+from triggers.outbox import OutboxTemplate
 from triggers.outcomes import Outcomes, from_us, to_us
 from triggers.progress import caught_up_us, report_key
 from triggers.redis_state import Conflict, RedisStateStore, StateCommit
@@ -76,6 +83,15 @@ DELIVERED = ("p", "h")
 async def _backoff(attempt: int) -> None:
     """Jittered pause before recomputing after a conflict, so contending evaluators spread out."""
     await asyncio.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+
+
+@dataclass(slots=True)
+class _Item:
+    """One event of a batch: ``event`` is None for a pass-through (note 5), decoded only if needed."""
+
+    eid: str
+    event: Event | None
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -124,7 +140,7 @@ class EvaluatorService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._state = ServiceState.CREATED
-        self._automation_by_id: dict[UUID, Automation] = {}
+        self._templates: dict[UUID, OutboxTemplate] = {}
         self.undecodable = 0
 
     @property
@@ -193,7 +209,7 @@ class EvaluatorService:
                 evaluator.add(automation)
                 evaluator.enable(automation.id, enabled_at)  # writes nothing yet: see _arm_at_enable
             self.evaluator = evaluator
-            self._automation_by_id = {a.id: a for a, _ in pairs}
+            self._templates = {a.id: OutboxTemplate(a) for a, _ in pairs}
             # Only a fully armed load counts as loaded: otherwise the next poll tries again.
             self._version = version if await self._arm_at_enable(pairs) else None
         await self._report()
@@ -234,43 +250,62 @@ class EvaluatorService:
     # --- events ------------------------------------------------------------------------------------
 
     async def _on_entries(self, entries: list[StreamEntry]) -> None:
-        events: list[Event] = []
-        for entry in entries:
-            try:
-                events.append(decode_event(entry.data))
-            except (ValidationError, ValueError):
-                self.undecodable += 1
-                logger.warning("skipped an entry that is not an event", extra={"entry_id": entry.id})
-        if events:
-            await self.evaluate(events)
+        async with self._lock:  # the automations do not change while the batch is sorted (note 5)
+            batch = [item for item in map(self._item, entries) if item is not None]
+            if batch:
+                await self._evaluate_locked(batch)
+
+    def _item(self, entry: StreamEntry) -> _Item | None:
+        """One stream entry as an item of a batch; a pass-through when no automation can consider it."""
+        try:
+            doc = orjson.loads(entry.data)
+            name, resource, eid = doc["event"], doc["resource"], doc["id"]
+            if (
+                type(name) is str
+                and type(resource) is dict
+                and type(eid) is str
+                and doc.get("follows") is None
+                and not self.evaluator.index.candidates(name, resource)
+            ):
+                return _Item(str(UUID(eid)), None, entry.data)
+            event = decode_event(entry.data)
+        except (ValidationError, ValueError, KeyError, TypeError):
+            self.undecodable += 1
+            logger.warning("skipped an entry that is not an event", extra={"entry_id": entry.id})
+            return None
+        return _Item(str(event.id), event, entry.data)
 
     async def evaluate(self, events: list[Event]) -> Outcomes:
         """Evaluate one batch of events (note 1); returns what fired and resolved."""
         async with self._lock:
-            for attempt in range(MAX_CONFLICTS):
-                try:
-                    return await self._evaluate_once(events)
-                except Conflict as exc:
-                    logger.debug("state conflict on %s; recomputing the batch", exc)
-                    await _backoff(attempt)
-            raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
+            return await self._evaluate_locked([_Item(str(e.id), e, b"") for e in events])
+
+    async def _evaluate_locked(self, batch: list[_Item]) -> Outcomes:
+        for attempt in range(MAX_CONFLICTS):
+            try:
+                return await self._evaluate_once(batch)
+            except Conflict as exc:
+                logger.debug("state conflict on %s; recomputing the batch", exc)
+                await _backoff(attempt)
+        raise RuntimeError(f"gave up after {MAX_CONFLICTS} state conflicts")
 
     def _effective_us(self, event: Event, now_us: int) -> int:
         occurred = to_us(event.occurred)
         received = now_us if event.received is None else to_us(event.received)
         return received if occurred - received > self.skew_us else occurred
 
-    async def _evaluate_once(self, events: list[Event]) -> Outcomes:
+    async def _evaluate_once(self, batch: list[_Item]) -> Outcomes:
         now = self.clock()
         now_us = to_us(now)
         ev = self.evaluator
-        ids = [str(e.id) for e in events]
-        preds = [str(e.follows) for e in events if e.follows is not None]
+        ids = [item.eid for item in batch]
+        preds = [str(i.event.follows) for i in batch if i.event is not None and i.event.follows is not None]
         keys: dict[str, None] = {}
         ev.forget_matches()
-        for event in events:
-            for key in ev.keys_for(event):
-                keys[key] = None
+        for item in batch:
+            if item.event is not None:
+                for key in ev.keys_for(item.event):
+                    keys[key] = None
         loaded = await self.store.load(keys, [*ids, *preds])
         # Only an event marked "w" has held followers (note 3): no extra round trip for the others.
         waited_for = [i for i in ids if loaded.marks.get(i) == "w"]
@@ -280,10 +315,21 @@ class EvaluatorService:
         order: list[_Pending] = []
         waiting: dict[str, list[_Pending]] = {}
         waiting.update(awaited)
-        for i, event in enumerate(events):
-            eid = str(event.id)
+        for i, item in enumerate(batch):
+            eid = item.eid
             if commit.marks.get(eid, marks.get(eid)) in DELIVERED:
                 continue  # a duplicate (S3)
+            event = item.event
+            if event is None:  # note 5
+                if eid not in waiting:
+                    commit.marks[eid] = "p"
+                    continue
+                try:  # it releases held followers: evaluated in full after all
+                    event = item.event = decode_event(item.data)
+                except (ValidationError, ValueError):
+                    self.undecodable += 1
+                    commit.marks[eid] = "p"
+                    continue
             t = self._effective_us(event, now_us)
             pred = None if event.follows is None else str(event.follows)
             pred_mark = None if pred is None else commit.marks.get(pred, marks.get(pred, ""))
@@ -296,8 +342,8 @@ class EvaluatorService:
                 self._hold_ops(commit, pred, held)
                 continue
             self._ready(_Pending(event, t, i), waiting, commit, order)
-        batch_ids = set(ids)
-        extra = [p.event for p in order if str(p.event.id) not in batch_ids]
+        in_batch = {item.eid for item in batch if item.event is not None}  # their records are loaded
+        extra = [p.event for p in order if str(p.event.id) not in in_batch]
         if extra:  # released followers from earlier batches: their records and real marks too
             more = {k: None for e in extra for k in ev.keys_for(e) if k not in keys}
             again = await self.store.load(more, [str(e.id) for e in extra])
@@ -455,14 +501,10 @@ class EvaluatorService:
     # --- outcomes ----------------------------------------------------------------------------------
 
     def _outbox(self, out: Outcomes, commit: StateCommit) -> None:
-        for firing in out.firings:
-            automation = self._automation_by_id.get(firing.automation_id)
-            if automation is not None:
-                commit.outbox.append(outbox_message(automation, firing))
-        for resolution in out.resolutions:
-            automation = self._automation_by_id.get(resolution.automation_id)
-            if automation is not None:
-                commit.outbox.append(outbox_message(automation, resolution))
+        for outcome in (*out.firings, *out.resolutions):
+            template = self._templates.get(outcome.automation_id)
+            if template is not None:
+                commit.outbox.append(template.message(outcome))
 
     def _now_ms(self) -> int:
         return to_us(self.clock()) // 1000

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from events.bus import RedisBus
+from events.codec import decode_event, encode_event
 from events.emit import EventEmitter
 from events.model import Event
 from triggers.models import Automation
@@ -297,6 +298,26 @@ async def test_outbox_records_announces_and_queues_actions(
     rows = await redis_client.xrange(settings.streams.events)
     names = [json.loads(f[b"data"])["event"] for _, f in rows]
     assert names.count("tripwire.automation.triggered") == 1
+    announced = decode_event(rows[names.index("tripwire.automation.triggered")][1][b"data"])
+    assert announced.id == uuid.uuid5(uuid.NAMESPACE_URL, f"tripwire:triggered:{doc['id']}")
+    assert announced.occurred == T0 + timedelta(seconds=3)
+    assert announced.received == T0
+    assert announced.resource == {
+        "tripwire.resource.id": f"tripwire.automation.{doc['automation_id']}",
+        "tripwire.resource.name": "etl keeps failing",
+    }
+    assert announced.related == [
+        {"tripwire.resource.id": f"tripwire.event.{doc['event_id']}", "tripwire.resource.role": "triggering-event"}
+    ]
+    assert announced.payload == {
+        "firing_id": doc["id"],
+        "trigger_path": "t",
+        "labels": {"related:deployment:tripwire.resource.id": "etl"},
+        "event_ids": doc["event_ids"],
+        "mode": "live",
+        "actions": [{"index": 0, "type": "do-nothing", "status": "queued"}],
+    }
+    assert len(doc["event_ids"]) == 3
 
 
 async def _xlen(client: aioredis.Redis, stream: str, n: int) -> bool:
@@ -445,3 +466,70 @@ async def test_state_expires_with_its_windows_but_not_before_its_all_clear(
         ttls["etl" if b"etl" in key else "ml"] = await redis_client.pttl(key)
     assert 0 < ttls["etl"] <= 8 * 86_400_000  # counting: expires with its window
     assert ttls["ml"] == -1  # fired and not yet resolved: kept until its all-clear
+
+
+# --- pass-through (service note 5): entries no trigger can consider ------------------------------------
+
+
+def y_event(name: str, at: float) -> Event:
+    """An event the ``x.*`` rule cannot consider."""
+    return Event(occurred=T0 + timedelta(seconds=at), event=f"y.{name}", resource={"tripwire.resource.id": name})
+
+
+async def _mark(redis_client: aioredis.Redis, settings: Settings, event: Event) -> bytes | None:
+    return await redis_client.get(settings.streams.key("seen", str(event.id)))
+
+
+async def _fired_labels(redis_client: aioredis.Redis, settings: Settings) -> list[str]:
+    return [d["labels"]["tripwire.resource.id"] for d in await outbox(redis_client, settings)]
+
+
+async def test_an_event_no_trigger_can_consider_is_marked_processed_and_nothing_else(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    other, x = y_event("other", 1), x_event("x", 2)
+    async with service:
+        await bus.publish(settings.streams.events, [encode_event(other), encode_event(x)])
+        await until(lambda: _mark(redis_client, settings, x))
+        assert await _mark(redis_client, settings, other) == b"p"
+        assert await _fired_labels(redis_client, settings) == ["x"]
+        assert not await redis_client.keys(settings.streams.key("state", "*other*"))
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["same-batch", "later-batch"])
+async def test_a_predecessor_no_trigger_considers_still_releases_its_follower(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings, together: bool
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    p = y_event("p", 1)
+    f = x_event("f", 2, follows=p)
+    async with service:
+        if together:  # the follower first: held, then released by its predecessor in the same batch
+            await bus.publish(settings.streams.events, [encode_event(f), encode_event(p)])
+        else:
+            await bus.publish(settings.streams.events, [encode_event(f)])
+            await until(lambda: _mark(redis_client, settings, f))
+            assert await _mark(redis_client, settings, f) == b"h"
+            await bus.publish(settings.streams.events, [encode_event(p)])
+        await until(lambda: _fired_labels(redis_client, settings))
+        assert await _fired_labels(redis_client, settings) == ["f"]
+        assert await _mark(redis_client, settings, p) == b"p"
+        assert await _mark(redis_client, settings, f) == b"p"
+        assert not await redis_client.exists(settings.streams.key("held", str(p.id)))
+
+
+async def test_an_entry_with_a_bad_id_is_counted_undecodable_not_marked(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    bad = json.dumps({"id": "not-a-uuid", "event": "y.bad", "resource": {"tripwire.resource.id": "b"}})
+    x = x_event("x", 2)
+    async with service:
+        await bus.publish(settings.streams.events, [bad.encode(), encode_event(x)])
+        await until(lambda: _mark(redis_client, settings, x))
+        assert service.undecodable == 1
+        assert not await redis_client.exists(settings.streams.key("seen", "not-a-uuid"))
