@@ -108,8 +108,9 @@ async def connect_redis(url: str) -> aioredis.Redis:
 class GroupConsumer(ABC):
     """The consumer loop shared by RedisBus and MemoryBus; subclasses supply the stream primitives.
 
-    1. Read up to ``batch_size`` new entries (">"), call the handler once, XACK the batch in one call.
-       When the handler raises, log it, keep the reason, and leave the entries pending.
+    1. Read up to ``batch_size`` new entries (">"), call the handler once, XACK the batch in one call
+       (unless the handler returns True: it acknowledged them itself). When the handler raises, log it,
+       keep the reason, and leave the entries pending.
     2. Every ``reclaim_idle_ms / 2``, claim entries idle longer than ``reclaim_idle_ms`` from any consumer
        of the group (crashed ones, our past self, failed batches). Entries delivered more than
        ``max_deliveries`` times go to ``<stream>:dead`` with the last failure reason; the others go to the
@@ -246,18 +247,20 @@ class GroupConsumer(ABC):
                 self._waiting = False
                 await self._on_error(exc)
 
-    async def _call(self, entries: list[StreamEntry]) -> Exception | None:
+    async def _call(self, entries: list[StreamEntry]) -> tuple[Exception | None, bool]:
+        """The handler's exception, if any, and whether it acknowledged the entries itself."""
         try:
-            await self._handler(entries)
+            acked = await self._handler(entries)
         except Exception as exc:
-            return exc
-        return None
+            return exc, False
+        return None, acked is True
 
     async def _handle_batch(self, entries: list[StreamEntry]) -> None:
-        exc = await self._call(entries)
+        exc, acked = await self._call(entries)
         ids = [e.id for e in entries]
         if exc is None:
-            await self._ack(ids, forget_failures=False)
+            if not acked:
+                await self._ack(ids, forget_failures=False)
             return
         msg = "%s: handler failed on a batch of %d entries; left pending for retry"
         logger.warning(msg, self._where, len(entries), exc_info=exc, extra=self._log)
@@ -290,8 +293,8 @@ class GroupConsumer(ABC):
                 return
 
     async def _retry(self, entry: StreamEntry) -> None:
-        exc = await self._call([entry])
-        if exc is None:
+        exc, _ = await self._call([entry])
+        if exc is None:  # acked again even if the handler did: this also forgets the failure reason
             await self._ack([entry.id], forget_failures=True)
             return
         msg = "%s: handler failed on entry %s, delivery %d of %d"

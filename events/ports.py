@@ -21,9 +21,10 @@ class StreamEntry:
     deliveries: int = 1
 
 
-Handler = Callable[[list[StreamEntry]], Awaitable[None]]
+Handler = Callable[[list[StreamEntry]], Awaitable[bool | None]]
 """Processes a batch. Returning acknowledges every entry; raising leaves them all pending (retried later,
-dead-lettered after ``max_deliveries``)."""
+dead-lettered after ``max_deliveries``). Returning True says the handler acknowledged the batch itself
+(atomically with its own writes, e.g. in one Lua script): the consumer then spends no XACK on it."""
 
 
 class Consumer(Protocol):

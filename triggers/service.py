@@ -3,9 +3,9 @@
 Notes referred to by the tests:
 1. One batch = decode, intake (duplicates, skew, ``follows``), load every record the batch may touch
    and every event mark in one pipelined round trip, evaluate in memory, commit atomically
-   (``RedisStateStore.commit``: state, event marks, held events and the firings outbox together). A
-   conflict with another evaluator recomputes the batch; the stream entries are acknowledged only
-   after the commit, so a crash replays the batch and the event marks make the replay a no-op.
+   (``RedisStateStore.commit``: state, event marks, held events, the firings outbox and the XACK of
+   the batch's entries together). A conflict with another evaluator recomputes the batch; a crash
+   before the commit leaves the entries pending, and the event marks make a replay a no-op.
 2. Ticks run every ``tick_interval_s``. A due proactive deadline ``D`` is evaluated only once every
    entry the stream held before ``D`` has been processed: the tick's ``now`` is capped at the
    oldest entry that is still undelivered or pending in the evaluator group (``triggers.progress``).
@@ -45,6 +45,7 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from events.bus import RedisBus
 from events.codec import decode_event
 from events.model import Event, now_utc
 from events.ports import Bus, StreamEntry
@@ -135,6 +136,8 @@ class EvaluatorService:
         self.evaluator = Evaluator(MemoryStateStore())  # each batch swaps in its own overlay
         self.on_outcomes = on_outcomes
         self._consumer = bus.consumer(self.streams.events, GROUP, consumer, self._on_entries)
+        # The commit acknowledges the stream entries when the stream lives in the state's Redis.
+        self._ack_in_commit = isinstance(bus, RedisBus) and bus.client is redis
         self._lock = asyncio.Lock()
         self._version: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,11 +252,15 @@ class EvaluatorService:
 
     # --- events ------------------------------------------------------------------------------------
 
-    async def _on_entries(self, entries: list[StreamEntry]) -> None:
+    async def _on_entries(self, entries: list[StreamEntry]) -> bool:
+        """The consumer's handler; True: the commit acknowledged the entries (state store note 4)."""
         async with self._lock:  # the automations do not change while the batch is sorted (note 5)
             batch = [item for item in map(self._item, entries) if item is not None]
-            if batch:
-                await self._evaluate_locked(batch)
+            if not batch:
+                return False
+            ack = (self.streams.events, GROUP, [e.id for e in entries]) if self._ack_in_commit else None
+            await self._evaluate_locked(batch, ack)
+            return ack is not None
 
     def _item(self, entry: StreamEntry) -> _Item | None:
         """One stream entry as an item of a batch; a pass-through when no automation can consider it."""
@@ -280,10 +287,12 @@ class EvaluatorService:
         async with self._lock:
             return await self._evaluate_locked([_Item(str(e.id), e, b"") for e in events])
 
-    async def _evaluate_locked(self, batch: list[_Item]) -> Outcomes:
+    async def _evaluate_locked(
+        self, batch: list[_Item], ack: tuple[str, str, list[str]] | None = None
+    ) -> Outcomes:
         for attempt in range(MAX_CONFLICTS):
             try:
-                return await self._evaluate_once(batch)
+                return await self._evaluate_once(batch, ack)
             except Conflict as exc:
                 logger.debug("state conflict on %s; recomputing the batch", exc)
                 await _backoff(attempt)
@@ -294,7 +303,7 @@ class EvaluatorService:
         received = now_us if event.received is None else to_us(event.received)
         return received if occurred - received > self.skew_us else occurred
 
-    async def _evaluate_once(self, batch: list[_Item]) -> Outcomes:
+    async def _evaluate_once(self, batch: list[_Item], ack: tuple[str, str, list[str]] | None) -> Outcomes:
         now = self.clock()
         now_us = to_us(now)
         ev = self.evaluator
@@ -362,7 +371,7 @@ class EvaluatorService:
             out.extend(ev.process(pending.event, pending.t_us))
         commit.changes = overlay.drain_changes()
         self._outbox(out, commit)
-        await self.store.commit(loaded, commit, now_us // 1000, self.streams.maxlen)
+        await self.store.commit(loaded, commit, now_us // 1000, self.streams.maxlen, ack)
         if out and self.on_outcomes is not None:
             await self.on_outcomes(out)
         return out

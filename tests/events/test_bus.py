@@ -142,6 +142,21 @@ async def _is_zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
 
+async def test_a_handler_that_acknowledged_its_batch_itself_gets_no_second_ack(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    stream = bus.streams.events
+    await bus.publish(stream, payloads(3))
+    handled: list[StreamEntry] = []
+
+    async def acks_itself(entries: list[StreamEntry]) -> bool:
+        handled.extend(entries)
+        return True  # says so, but (here) did not: the entries must stay pending
+
+    async with bus.consumer(stream, "g", "c1", acks_itself):
+        await until(lambda: len(handled) == 3, "3 entries handled")
+    assert await pending_count(bus, stream, "g") == 3
+
+
 async def test_publish_nothing_returns_no_ids(make_bus: MakeBus) -> None:
     bus = make_bus()
     assert await bus.publish(bus.streams.events, []) == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from events.bus import RedisBus
+from events.bus import RedisBus, RedisConsumer
 from events.codec import decode_event, encode_event
 from events.emit import EventEmitter
 from events.model import Event
@@ -533,3 +533,26 @@ async def test_an_entry_with_a_bad_id_is_counted_undecodable_not_marked(
         await until(lambda: _mark(redis_client, settings, x))
         assert service.undecodable == 1
         assert not await redis_client.exists(settings.streams.key("seen", "not-a-uuid"))
+
+
+async def test_the_commit_acknowledges_the_batch_without_a_separate_xack(
+    bus: RedisBus, redis_client: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    separate: list[list[str]] = []
+    original = RedisConsumer._ack
+
+    async def counting_ack(self: RedisConsumer, ids: list[str], *, forget_failures: bool) -> None:
+        separate.append(ids)
+        await original(self, ids, forget_failures=forget_failures)
+
+    monkeypatch.setattr(RedisConsumer, "_ack", counting_ack)
+    clock = FakeClock(T0 + timedelta(seconds=5))
+    service = make_service(bus, redis_client, settings, Automations(every_event_rule()), clock, "e1")
+    events = [x_event(f"x{i}", i) for i in range(5)] + [y_event("other", 6)]
+    async with service:
+        await bus.publish(settings.streams.events, [encode_event(e) for e in events])
+        await until(lambda: _mark(redis_client, settings, events[-1]))
+        pending = await redis_client.xpending(settings.streams.events, "evaluator")
+        assert pending["pending"] == 0
+    assert separate == []
+    assert sorted(await _fired_labels(redis_client, settings)) == [f"x{i}" for i in range(5)]
