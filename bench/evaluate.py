@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -132,7 +133,7 @@ async def wait_ping(url: str) -> None:
 
 async def _serve_evaluator(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
     client = aioredis.Redis.from_url(url)
-    streams = StreamSettings(prefix=prefix, batch_size=500, block_ms=100)
+    streams = StreamSettings(prefix=prefix, block_ms=100)
     settings = Settings(redis_url=url, streams=streams)
     bus = RedisBus(client, streams)
     source = Source(automations(total_automations))
@@ -165,7 +166,7 @@ async def run_once(
     client = aioredis.Redis.from_url(url)
     await client.flushall()
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    streams = StreamSettings(prefix=prefix, batch_size=500, block_ms=100)
+    streams = StreamSettings(prefix=prefix, block_ms=100)
     settings = Settings(redis_url=url, streams=streams)
     bus = RedisBus(client, streams)
     evaluator = EvaluatorService(
@@ -191,7 +192,7 @@ async def run_once(
             for _, entries in rows:
                 for entry_id, fields in entries:
                     last = entry_id
-                    msg = json.loads(fields[b"data"])
+                    msg = orjson.loads(fields[b"data"])
                     observed.setdefault(msg["event_id"], now)
         await reader.aclose()
         done.set()

@@ -156,7 +156,9 @@ class Evaluator:
         """Evaluate one event that intake already admitted, at effective time ``occurred_us``."""
         out = Outcomes()
         self.processing += 1
-        self._process(EventView(event), occurred_us, self.processing, out)
+        cached = self._matches.get(event.id)
+        view = cached[0] if cached is not None and cached[0].event is event else EventView(event)
+        self._process(view, occurred_us, self.processing, out)
         return out
 
     def tick(self, now: datetime) -> Outcomes:
@@ -173,14 +175,16 @@ class Evaluator:
         """Drop matches cached by ``keys_for`` that were not processed (duplicates, held events)."""
         self._matches.clear()
 
-    def keys_for(self, event: Event) -> list[str]:
+    def keys_for(self, event: Event, candidates: list[EventPlan] | None = None) -> list[str]:
         """Record keys delivering this event may touch (matching only, no state read).
 
         Includes the held followers it would release and the composites above each matched trigger,
-        so a service can load everything a batch needs in one round trip.
+        so a service can load everything a batch needs in one round trip. ``candidates``: what
+        ``index.candidates`` returned for this event's name and resource, if the caller has it.
         """
         keys: dict[str, None] = {}
-        for each in (event, *self.intake.followers(event.id)):
+        self._matched_keys(event, keys, candidates)
+        for each in self.intake.followers(event.id):
             self._matched_keys(each, keys)
         return list(keys)
 
@@ -198,9 +202,11 @@ class Evaluator:
                 parent = parent.parent
         return list(keys)
 
-    def _matched_keys(self, event: Event, keys: dict[str, None]) -> None:
+    def _matched_keys(
+        self, event: Event, keys: dict[str, None], candidates: list[EventPlan] | None = None
+    ) -> None:
         view = EventView(event)
-        matched = self._match(view)
+        matched = self._match(view, candidates)
         self._matches[event.id] = (view, matched)  # reused by ``process`` (note 4)
         for plan, _, _, key in matched:
             keys[key] = None
@@ -209,12 +215,16 @@ class Evaluator:
                 keys[parent.key] = None
                 parent = parent.parent
 
-    def _match(self, view: EventView) -> list[tuple[EventPlan, int, tuple[str, ...], str]]:
+    def _match(
+        self, view: EventView, candidates: list[EventPlan] | None = None
+    ) -> list[tuple[EventPlan, int, tuple[str, ...], str]]:
         matched = []
         own = None  # note 5: an automation never sees its own lifecycle events
         if view.name.startswith(LIFECYCLE_PREFIX):
             own = view.resource.get(RESOURCE_ID, "").removeprefix(LIFECYCLE_PREFIX)
-        for plan in self.index.candidates(view.name, view.resource):
+        if candidates is None:
+            candidates = self.index.candidates(view.name, view.resource)
+        for plan in candidates:
             if plan.automation.enabled and plan.automation.id_str != own:
                 flags = plan.classify(view)
                 if flags:

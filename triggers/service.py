@@ -49,6 +49,7 @@ from events.bus import RedisBus
 from events.codec import decode_event
 from events.model import Event, now_utc
 from events.ports import Bus, StreamEntry
+from triggers.compiled import EventPlan
 from triggers.evaluate import Evaluator
 from triggers.models import Automation
 from triggers.outbox import OutboxTemplate
@@ -93,6 +94,7 @@ class _Item:
     eid: str
     event: Event | None
     data: bytes
+    candidates: list[EventPlan] | None = None  # from the index, when sorting the entry looked them up
 
 
 @dataclass(slots=True)
@@ -100,6 +102,7 @@ class _Pending:
     event: Event
     t_us: int
     order: int
+    eid: str
 
 
 class EvaluatorService:
@@ -135,7 +138,9 @@ class EvaluatorService:
         self.store = RedisStateStore(redis, self.streams)
         self.evaluator = Evaluator(MemoryStateStore())  # each batch swaps in its own overlay
         self.on_outcomes = on_outcomes
-        self._consumer = bus.consumer(self.streams.events, GROUP, consumer, self._on_entries)
+        self._consumer = bus.consumer(
+            self.streams.events, GROUP, consumer, self._on_entries, batch_size=self.streams.evaluator_batch_size
+        )
         # The commit acknowledges the stream entries when the stream lives in the state's Redis.
         self._ack_in_commit = isinstance(bus, RedisBus) and bus.client is redis
         self._lock = asyncio.Lock()
@@ -264,23 +269,20 @@ class EvaluatorService:
 
     def _item(self, entry: StreamEntry) -> _Item | None:
         """One stream entry as an item of a batch; a pass-through when no automation can consider it."""
+        candidates = None
         try:
             doc = orjson.loads(entry.data)
             name, resource, eid = doc["event"], doc["resource"], doc["id"]
-            if (
-                type(name) is str
-                and type(resource) is dict
-                and type(eid) is str
-                and doc.get("follows") is None
-                and not self.evaluator.index.candidates(name, resource)
-            ):
-                return _Item(str(UUID(eid)), None, entry.data)
+            if type(name) is str and type(resource) is dict and type(eid) is str:
+                candidates = self.evaluator.index.candidates(name, resource)
+                if not candidates and doc.get("follows") is None:
+                    return _Item(str(UUID(eid)), None, entry.data)
             event = decode_event(entry.data)
         except (ValidationError, ValueError, KeyError, TypeError):
             self.undecodable += 1
             logger.warning("skipped an entry that is not an event", extra={"entry_id": entry.id})
             return None
-        return _Item(str(event.id), event, entry.data)
+        return _Item(str(event.id), event, entry.data, candidates)
 
     async def evaluate(self, events: list[Event]) -> Outcomes:
         """Evaluate one batch of events (note 1); returns what fired and resolved."""
@@ -313,7 +315,7 @@ class EvaluatorService:
         ev.forget_matches()
         for item in batch:
             if item.event is not None:
-                for key in ev.keys_for(item.event):
+                for key in ev.keys_for(item.event, item.candidates):
                     keys[key] = None
         loaded = await self.store.load(keys, [*ids, *preds])
         # Only an event marked "w" has held followers (note 3): no extra round trip for the others.
@@ -346,13 +348,13 @@ class EvaluatorService:
                 commit.marks[eid] = "h"
                 if not pred_mark:  # note 3: the predecessor's mark is compare-and-set too
                     commit.marks[pred] = "w"
-                held = _Pending(event, t, i)
+                held = _Pending(event, t, i, eid)
                 waiting.setdefault(pred, []).append(held)
                 self._hold_ops(commit, pred, held)
                 continue
-            self._ready(_Pending(event, t, i), waiting, commit, order)
+            self._ready(_Pending(event, t, i, eid), waiting, commit, order)
         in_batch = {item.eid for item in batch if item.event is not None}  # their records are loaded
-        extra = [p.event for p in order if str(p.event.id) not in in_batch]
+        extra = [p.event for p in order if p.eid not in in_batch]
         if extra:  # released followers from earlier batches: their records and real marks too
             more = {k: None for e in extra for k in ev.keys_for(e) if k not in keys}
             again = await self.store.load(more, [str(e.id) for e in extra])
@@ -387,7 +389,7 @@ class EvaluatorService:
         stack = [pending]
         while stack:
             current = stack.pop()
-            eid = str(current.event.id)
+            eid = current.eid
             commit.marks[eid] = "p"
             order.append(current)
             followers = waiting.pop(eid, None)
@@ -433,7 +435,8 @@ class EvaluatorService:
                 held = []
                 for raw in fields.values():
                     doc = json.loads(raw)
-                    held.append(_Pending(Event.model_validate(doc["e"]), doc["t"], doc["o"]))
+                    event = Event.model_validate(doc["e"])
+                    held.append(_Pending(event, doc["t"], doc["o"], str(event.id)))
                 out[pred] = held
                 for h in held:
                     hid = str(h.event.id)

@@ -43,6 +43,9 @@ class StreamSettings(BaseModel):
     recorder_batch_size: int = Field(
         2000, ge=1, le=10_000, description="entries the recorder reads at once (one SQL transaction each)"
     )
+    evaluator_batch_size: int = Field(
+        1000, ge=1, le=10_000, description="entries the evaluator reads at once (one state commit each)"
+    )
     block_ms: int = Field(1000, ge=1, description="how long a consumer blocks waiting for entries")
     reclaim_idle_ms: int = Field(
         60_000, ge=100, description="entries pending longer than this on a dead consumer are reclaimed"
