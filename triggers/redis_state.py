@@ -15,7 +15,9 @@ Notes referred to by the tests:
    resolution times. A tick loads only the due records.
 3. ``<prefix>:seen:<event id>`` marks an event as processed ("p") or held ("h") for the dedup horizon.
    The commit checks that the marks it read are unchanged, so one event is evaluated by one evaluator.
-4. The commit is one Lua call with one JSON argument (cheap to send). It also appends the batch's
+4. The commit is one Lua call: a JSON argument describing the writes, and the record bodies and
+   outbox payloads as further arguments, sent as they are (not escaped into the JSON and unescaped
+   by the script again: about 2 µs less per record on each side). It also appends the batch's
    firings to an outbox stream and acknowledges the batch's stream entries in the same script: state
    that counts an event, the firing it caused and the end of the event's delivery are written
    together, or not at all — so a crash can no longer leave a counted event pending for redelivery
@@ -57,7 +59,7 @@ for _, m in ipairs(a.m) do
 end
 for _, r in ipairs(a.r) do
   local nv = tonumber(r[2]) + 1
-  if r[3] == '' then
+  if r[3] == 0 then
     redis.call('SET', r[1], nv .. '||', 'PX', TOMBSTONE_TTL_MS)
     redis.call('ZREM', KEYS[1], r[5])
   else
@@ -70,9 +72,9 @@ for _, r in ipairs(a.r) do
       redis.call('ZREM', KEYS[1], r[5])
     end
     if r[6] == 1 then
-      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3])
+      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. ARGV[r[3]])
     else
-      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. r[3], 'PX', ttl)
+      redis.call('SET', r[1], nv .. '|' .. r[4] .. '|' .. ARGV[r[3]], 'PX', ttl)
     end
   end
 end
@@ -80,8 +82,8 @@ for _, m in ipairs(a.m) do
   redis.call('SET', m[1], m[3], 'PX', a.dedup)
 end
 for _, op in ipairs(a.ops) do redis.call(unpack(op)) end
-for _, payload in ipairs(a.o) do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'data', payload)
+for i = a.o[1], a.o[1] + a.o[2] - 1 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'data', ARGV[i])
 end
 for i = 1, #a.ack, 500 do
   redis.call('XACK', KEYS[3], a.group, unpack(a.ack, i, math.min(i + 499, #a.ack)))
@@ -197,9 +199,14 @@ class RedisStateStore:
 
         ``ack``: (stream, group, entry ids) to acknowledge in the same script (note 4).
         """
+        args: list[bytes] = [b""]  # ARGV[1] is the JSON doc; record bodies and payloads follow it
         records = []
         for key, (record, due_us) in commit.changes.items():
-            data = "" if record is None else orjson.dumps(record).decode()
+            if record is None:
+                data = 0  # a tombstone
+            else:
+                args.append(orjson.dumps(record))
+                data = len(args)  # its ARGV index (1-based)
             due = "" if due_us is None else str(due_us)
             keep = 1 if record is not None and _must_keep(record) else 0
             was_due = 1 if key not in loaded.records or loaded.records[key][1] is not None else 0
@@ -210,7 +217,7 @@ class RedisStateStore:
             "r": records,
             "m": marks,
             "ops": [[str(part) for part in op] for op in commit.ops],  # Lua would print µs as 1.7e+15
-            "o": [p.decode() for p in commit.outbox],
+            "o": [len(args) + 1, len(commit.outbox)],
             "now": now_ms,
             "ttl": self.state_ttl_ms,
             "dedup": self.dedup_ms,
@@ -218,9 +225,10 @@ class RedisStateStore:
             "ack": [] if ack is None else list(ack[2]),
             "group": "" if ack is None else ack[1],
         }
-        arg = _encode(doc)
+        args.extend(commit.outbox)
+        args[0] = _encode(doc)
         stream = self.outbox if ack is None else ack[0]  # KEYS[3] is only touched with ids to ack
-        ok, where = await self._commit(keys=[self.due_key, self.outbox, stream], args=[arg])
+        ok, where = await self._commit(keys=[self.due_key, self.outbox, stream], args=args)
         if not int(ok):
             raise Conflict(where.decode() if isinstance(where, bytes) else str(where))
 
