@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.bus import RedisBus
+from events.bus import RedisBus, connect_redis
 from events.codec import encode_event
 from events.model import Event, now_utc
 from triggers.models import Automation
@@ -132,7 +132,7 @@ async def wait_ping(url: str) -> None:
 
 
 async def _serve_evaluator(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = await connect_redis(url)  # as the engine connects
     streams = StreamSettings(prefix=prefix, block_ms=100)
     settings = Settings(redis_url=url, streams=streams)
     bus = RedisBus(client, streams)
@@ -163,7 +163,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_once(
     url: str, resources: int, total_automations: int, paced: float | None, evaluators: int = 1
 ) -> dict[str, Any]:
-    client = aioredis.Redis.from_url(url)
+    client = await connect_redis(url)  # as the engine connects
     await client.flushall()
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     streams = StreamSettings(prefix=prefix, block_ms=100)
@@ -258,7 +258,9 @@ async def run_once(
     cpu = time.process_time() - cpu0
     lat = [observed[k] - third_published[k] for k in observed if k in third_published]
     info = await client.info("cpu")
-    actions_total = int(await client.xlen(streams.actions))  # every action message, after the services stopped
+    actions_total = int(
+        await client.xlen(streams.actions)
+    )  # every action message, after the services stopped
     await client.aclose()
     missing = sum(1 for k in third_published if k not in observed)
     # With several evaluators, batches are evaluated concurrently: a resource's 2nd and 3rd failures may
@@ -318,7 +320,9 @@ async def main() -> None:
         "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
         "median_p50_ms": statistics.median(r["latency_ms"]["p50"] for r in results),
         "median_p99_ms": statistics.median(r["latency_ms"]["p99"] for r in results),
-        "all_fired": all(r["missing"] == 0 and r["unexpected"] == 0 and r["duplicated"] == 0 for r in results),
+        "all_fired": all(
+            r["missing"] == 0 and r["unexpected"] == 0 and r["duplicated"] == 0 for r in results
+        ),
     }
     print(json.dumps(summary))
     print(

@@ -88,7 +88,9 @@ class OutboxTemplate:
 
 
 def _actions(actions: Sequence[Action], status: str) -> list[dict[str, Any]]:
-    return [{"index": i, "action": a.model_dump(mode="json"), "status": status} for i, a in enumerate(actions)]
+    return [
+        {"index": i, "action": a.model_dump(mode="json"), "status": status} for i, a in enumerate(actions)
+    ]
 
 
 def outbox_message(automation: Automation, outcome: Firing | Resolution) -> bytes:

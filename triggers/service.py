@@ -139,7 +139,11 @@ class EvaluatorService:
         self.evaluator = Evaluator(MemoryStateStore())  # each batch swaps in its own overlay
         self.on_outcomes = on_outcomes
         self._consumer = bus.consumer(
-            self.streams.events, GROUP, consumer, self._on_entries, batch_size=self.streams.evaluator_batch_size
+            self.streams.events,
+            GROUP,
+            consumer,
+            self._on_entries,
+            batch_size=self.streams.evaluator_batch_size,
         )
         # The commit acknowledges the stream entries when the stream lives in the state's Redis.
         self._ack_in_commit = isinstance(bus, RedisBus) and bus.client is redis

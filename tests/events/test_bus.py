@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import DataError
 
-from events.bus import RedisBus, connect_redis, failures_key, redact_url
+from events.bus import PackingConnection, RedisBus, connect_redis, failures_key, redact_url
 from events.codec import decode_event, encode_event
 from events.memory import MemoryBus
 from events.model import RESOURCE_ID, Event
@@ -386,6 +387,29 @@ async def test_publish_nothing_makes_no_round_trip(stream_settings: StreamSettin
     nowhere = aioredis.Redis(port=free_port())
     assert await RedisBus(nowhere, stream_settings).publish("s", []) == []
     await nowhere.aclose()
+
+
+@pytest.mark.redis
+async def test_connect_redis_packs_commands_with_hiredis_and_they_mean_the_same(
+    redis_server: RedisServer,
+) -> None:
+    client = await connect_redis(redis_server.url)
+    try:
+        assert client.connection_pool.connection_class is PackingConnection
+        key = f"pack-{uuid.uuid4().hex}"
+        values = {f"{key}:{i}": f"välue {i}".encode() for i in range(3000)}
+        await client.mset(values)
+        assert await client.mget(list(values)) == list(values.values())  # one command, 3,001 arguments
+        await client.set(key, 41)
+        assert await client.incrbyfloat(key, 0.5) == 41.5  # a float: redis-py's own packer
+        assert await client.config_get("maxmemory-policy")  # "CONFIG GET": split into two arguments
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, "x").append(key, b"y").get(key)
+            assert await pipe.execute() == [True, 2, b"xy"]
+        with pytest.raises(DataError):  # still refused, as redis-py refuses it
+            await client.set(key, None)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.redis

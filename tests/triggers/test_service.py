@@ -307,7 +307,10 @@ async def test_outbox_records_announces_and_queues_actions(
         "tripwire.resource.name": "etl keeps failing",
     }
     assert announced.related == [
-        {"tripwire.resource.id": f"tripwire.event.{doc['event_id']}", "tripwire.resource.role": "triggering-event"}
+        {
+            "tripwire.resource.id": f"tripwire.event.{doc['event_id']}",
+            "tripwire.resource.role": "triggering-event",
+        }
     ]
     assert announced.payload == {
         "firing_id": doc["id"],
@@ -473,7 +476,9 @@ async def test_state_expires_with_its_windows_but_not_before_its_all_clear(
 
 def y_event(name: str, at: float) -> Event:
     """An event the ``x.*`` rule cannot consider."""
-    return Event(occurred=T0 + timedelta(seconds=at), event=f"y.{name}", resource={"tripwire.resource.id": name})
+    return Event(
+        occurred=T0 + timedelta(seconds=at), event=f"y.{name}", resource={"tripwire.resource.id": name}
+    )
 
 
 async def _mark(redis_client: aioredis.Redis, settings: Settings, event: Event) -> bytes | None:
