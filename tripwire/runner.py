@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -31,6 +32,9 @@ from tripwire.gc_tuning import settled_heap
 from tripwire.redis_embedded import resolve_redis
 from tripwire.services import Service
 from tripwire.settings import DEFAULT_REDIS_URL, Settings
+
+if TYPE_CHECKING:
+    from tripwire.service_processes import ServiceProcesses
 
 __all__ = [
     "LOOPS",
@@ -161,8 +165,13 @@ async def running(
     factories: Mapping[str, ServiceFactory] = SERVICES,
     default_redis_url: str = DEFAULT_REDIS_URL,
     stop_timeout_s: float = 10.0,
+    evaluator_processes: int = 1,
 ) -> AsyncIterator[RunContext]:
-    """Start Redis, the bus, the database and ``services`` (default: all), yield them, stop in reverse."""
+    """Start Redis, the bus, the database and ``services`` (default: all), yield them, stop in reverse.
+
+    With ``evaluator_processes`` N > 1 and the evaluator among ``services``, N-1 more evaluators run in
+    child processes beside this one's (``tripwire.service_processes``), stopped first.
+    """
     names = list(factories) if services is None else list(services)
     unknown = [n for n in names if n not in factories]
     if unknown:
@@ -189,10 +198,26 @@ async def running(
             stack.push_async_callback(_stop, service, stop_timeout_s)
             ctx.services.append(service)
             logger.info("started %s", name)
+        if evaluator_processes > 1 and "evaluator" in names:
+            children = _evaluator_children(ctx, evaluator_processes - 1)
+            await children.start()
+            stack.push_async_callback(_stop, children, children.grace_s + stop_timeout_s)
+            ctx.services.append(children)
+            logger.info("started %s more evaluator process(es)", evaluator_processes - 1)
         # Everything built so far lives as long as the process: frozen out of the collector's reach, and
         # fewer young-generation collections (tripwire.gc_tuning has the measurements).
         stack.enter_context(settled_heap())
         yield ctx
+
+
+def _evaluator_children(ctx: RunContext, count: int) -> ServiceProcesses:
+    """``count`` child processes running the evaluator with this process's settings and Redis."""
+    from tripwire.orchestration.processes import child_environment
+    from tripwire.service_processes import ServiceProcesses
+
+    env = child_environment(ctx.settings, ctx.redis_url)
+    env["TRIPWIRE_EVALUATOR_PROCESSES"] = "1"  # each child is one evaluator; only the server starts more
+    return ServiceProcesses("evaluator", count, env)
 
 
 def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -294,7 +319,10 @@ async def serve(
 
     # Signals are caught from the very start: a Ctrl-C during start-up still stops everything in order.
     with _on_signals(on_signal):
-        async with running(settings, services=services, embedded_redis=embedded_redis) as ctx:
+        async with running(
+            settings, services=services, embedded_redis=embedded_redis,
+            evaluator_processes=settings.evaluator_processes,
+        ) as ctx:  # fmt: skip
             if stop.is_set():
                 return
             server = build_server(ctx, host, port)

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(4242, description="API port")
+    evaluator_processes: int = Field(
+        1, ge=1, le=64,
+        description="evaluator processes `tripwire server start` runs: its own and N-1 child processes",
+    )  # fmt: skip
     streams: StreamSettings = Field(default_factory=StreamSettings)
     limits: EventLimits = Field(default_factory=EventLimits)
     actions: ActionSettings = Field(default_factory=ActionSettings)

@@ -95,11 +95,21 @@ def start(
     loop: str = typer.Option(
         "auto", "--loop", help="event loop: auto (uvloop when installed), asyncio or uvloop"
     ),
+    evaluator_processes: int | None = typer.Option(
+        None,
+        "--evaluator-processes",
+        min=1,
+        max=64,
+        help="run the evaluator in N processes: this one and N-1 children it supervises "
+        "[default: TRIPWIRE_EVALUATOR_PROCESSES or 1]",
+    ),
 ) -> None:
     """Start the API and every service (the embedded one-machine mode); Ctrl-C stops it gracefully."""
     from tripwire.runner import event_loop_factory, serve
 
     settings: Settings = ctx.obj
+    if evaluator_processes is not None:
+        settings = settings.model_copy(update={"evaluator_processes": evaluator_processes})
     _setup_logging(log_level)
     hook = _run_example if with_example else None
     try:
@@ -123,12 +133,19 @@ def run(
         True, "--embedded-redis/--no-embedded-redis", help="as for `tripwire server start`"
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
+    parent_pid: int | None = typer.Option(
+        None, "--parent-pid", hidden=True, help="die with this process (the server that started this one)"
+    ),
 ) -> None:
     """Run one or more services (e.g. `recorder`) without the API until Ctrl-C."""
     from tripwire.runner import run_services
 
     settings: Settings = ctx.obj
     _setup_logging(log_level)
+    if parent_pid is not None:
+        from tripwire.lifeline import die_with_parent
+
+        die_with_parent(parent_pid, parent="the server")
     try:
         asyncio.run(run_services(settings, names, embedded_redis=embedded_redis))
     except KeyboardInterrupt:  # before the signal handlers were in place

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
 
 from tripwire.db import Database
 from tripwire.errors import Conflict, NotFound, ValidationFailed
+from tripwire.lifeline import die_with_parent
 from tripwire.orchestration.reporting import FlowRunInfo, RunAborted
 from tripwire.orchestration.runs import FlowRun, FlowRunStore
 from tripwire.orchestration.sql_reporter import SqlRunReporter
@@ -58,7 +56,6 @@ log = logging.getLogger("tripwire.orchestration.execute")
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_SETUP, EXIT_ABORTED, EXIT_TERMINATED = 0, 1, 2, 3, 143
 CLOSE_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 class SetupError(Exception):
@@ -178,17 +175,6 @@ def _terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Get SIGKILL when the worker dies (Linux); exit at once if it is already gone (note 4)."""
-    if sys.platform.startswith("linux"):
-        libc: Any = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning("could not ask to die with the worker (errno %s)", ctypes.get_errno())
-    if os.getppid() != parent_pid:
-        log.error("the worker (pid %s) is gone; not running", parent_pid)
-        os._exit(EXIT_TERMINATED)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tripwire.orchestration.execute", description="Run one flow run in this process."
@@ -200,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for quiet in ("alembic", "tripwire.db"):  # start-up chatter, once per run
         logging.getLogger(quiet).setLevel(logging.WARNING)
     if args.parent_pid is not None:
-        _die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid, parent="the worker", exit_code=EXIT_TERMINATED)
     try:
         with _terminate_on_sigterm():
             return execute(args.flow_run_id, Settings())
