@@ -15,15 +15,16 @@ Notes referred to by the tests:
    resolution times. A tick loads only the due records.
 3. ``<prefix>:seen:<event id>`` marks an event as processed ("p") or held ("h") for the dedup horizon.
    The commit checks that the marks it read are unchanged, so one event is evaluated by one evaluator.
-4. The commit is one Lua call: a JSON argument describing the checks and writes, and the record
-   values (ready to SET, expiry computed here) and outbox payloads as further arguments, sent as
-   they are — not escaped into the JSON, unescaped and re-assembled by the script: about 4 µs less
-   Python and Lua time per record. It also appends the batch's
-   firings to an outbox stream and acknowledges the batch's stream entries in the same script: state
-   that counts an event, the firing it caused and the end of the event's delivery are written
-   together, or not at all — so a crash can no longer leave a counted event pending for redelivery
-   (which the event marks would only catch within their horizon), and a batch costs one round trip
-   less.
+4. The commit is one Lua call with flat arguments: per record its key, the version read, the value
+   ready to SET and its expiry (computed here), per event mark the key and the marks read and new,
+   then the outbox payloads: no per-record JSON to decode, no value to assemble in the script. Lua
+   time per W1 event: 14.9 µs with everything in one JSON document; with the values as arguments and
+   the rest in JSON, 11.6 µs on a quiet VM and 13.0 µs side by side with 11.0 µs for this flat form
+   on a busier one. The same script appends the batch's firings to an outbox stream and
+   acknowledges the batch's stream entries: state that counts an event, the firing it caused and the
+   end of the event's delivery are written together, or not at all — so a crash can no longer leave
+   a counted event pending for redelivery (which the event marks would only catch within their
+   horizon), and a batch costs one round trip less.
 5. A record expires ``state_ttl_s`` (8 days) after its last write, or one day after its due time if
    later, so state goes away with its windows — except a record with unresolved firings (its
    all-clear is still to come) or a key armed by ``after`` (it may wait for ever with ``within: 0``),
@@ -48,37 +49,41 @@ _DAY_MS = 86_400_000
 _TOMBSTONE_TTL_MS = 3_600_000
 
 _COMMIT = """
-local a = cjson.decode(ARGV[1])
-for _, r in ipairs(a.r) do
-  local cur = redis.call('GET', r[1])
+local h = cjson.decode(ARGV[1])
+local rs = 2
+local ms = rs + 7 * h.nr
+local os = ms + 3 * h.nm
+local as = os + h.no
+for i = rs, ms - 1, 7 do
+  local cur = redis.call('GET', ARGV[i])
   local v = cur and string.match(cur, '^(%d+)|') or '0'
-  if v ~= r[2] then return {0, r[1]} end
+  if v ~= ARGV[i + 1] then return {0, ARGV[i]} end
 end
-for _, m in ipairs(a.m) do
-  local cur = redis.call('GET', m[1]) or ''
-  if cur ~= m[2] then return {0, m[1]} end
+for i = ms, os - 1, 3 do
+  local cur = redis.call('GET', ARGV[i]) or ''
+  if cur ~= ARGV[i + 1] then return {0, ARGV[i]} end
 end
-for _, r in ipairs(a.r) do
-  if r[5] > 0 then
-    redis.call('SET', r[1], ARGV[r[3]], 'PX', r[5])
+for i = rs, ms - 1, 7 do
+  if ARGV[i + 4] ~= '0' then
+    redis.call('SET', ARGV[i], ARGV[i + 2], 'PX', ARGV[i + 4])
   else
-    redis.call('SET', r[1], ARGV[r[3]])
+    redis.call('SET', ARGV[i], ARGV[i + 2])
   end
-  if r[6] ~= '' then
-    redis.call('ZADD', KEYS[1], r[6], r[4])
-  elseif r[7] == 1 then
-    redis.call('ZREM', KEYS[1], r[4])
+  if ARGV[i + 5] ~= '' then
+    redis.call('ZADD', KEYS[1], ARGV[i + 5], ARGV[i + 3])
+  elseif ARGV[i + 6] == '1' then
+    redis.call('ZREM', KEYS[1], ARGV[i + 3])
   end
 end
-for _, m in ipairs(a.m) do
-  redis.call('SET', m[1], m[3], 'PX', a.dedup)
+for i = ms, os - 1, 3 do
+  redis.call('SET', ARGV[i], ARGV[i + 2], 'PX', h.dedup)
 end
-for _, op in ipairs(a.ops) do redis.call(unpack(op)) end
-for i = a.o[1], a.o[1] + a.o[2] - 1 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'data', ARGV[i])
+for _, op in ipairs(h.ops) do redis.call(unpack(op)) end
+for i = os, as - 1 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', h.maxlen, '*', 'data', ARGV[i])
 end
-for i = 1, #a.ack, 500 do
-  redis.call('XACK', KEYS[3], a.group, unpack(a.ack, i, math.min(i + 499, #a.ack)))
+for i = as, #ARGV, 500 do
+  redis.call('XACK', KEYS[3], h.group, unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 return {1, ''}
 """
@@ -191,37 +196,45 @@ class RedisStateStore:
 
         ``ack``: (stream, group, entry ids) to acknowledge in the same script (note 4).
         """
-        args: list[bytes] = [b""]  # ARGV[1] is the JSON doc; record values and payloads follow it
-        records = []
+        # ARGV: a small JSON header, then 7 per record (key, version read, value, ZSET member, expiry
+        # ms or 0, due µs or "", 1 to ZREM), 3 per event mark (key, mark read, new mark), the outbox
+        # payloads and the entry ids to ack: flat, so the script decodes no per-record JSON.
+        args: list[bytes | str] = [b""]
         changed_ttl = self.state_ttl_ms
         for key, (record, due_us) in commit.changes.items():
             version = loaded.versions.get(key, 0)
             if record is None:  # a tombstone (note 1)
                 value, ttl, due_us = b"%d||" % (version + 1), _TOMBSTONE_TTL_MS, None
-                zrem = 1
+                zrem = b"1"
             else:
                 due = b"" if due_us is None else b"%d" % due_us
                 value = b"%d|%s|%s" % (version + 1, due, orjson.dumps(record))
                 ttl = 0 if _must_keep(record) else changed_ttl
                 if ttl and due_us is not None:  # kept a day past its due time (note 5)
                     ttl = max(ttl, (due_us // 1000 - now_ms) + _DAY_MS)
-                zrem = 1 if key not in loaded.records or loaded.records[key][1] is not None else 0
-            args.append(value)
-            due_text = "" if due_us is None else str(due_us)  # Lua would print µs as 1.7e+15
-            records.append([self.record_key(key), str(version), len(args), key, ttl, due_text, zrem])
-        marks = [[self.mark_key(e), loaded.marks.get(e, ""), m] for e, m in commit.marks.items()]
-        doc = {
-            "r": records,
-            "m": marks,
-            "ops": [[str(part) for part in op] for op in commit.ops],  # Lua would print µs as 1.7e+15
-            "o": [len(args) + 1, len(commit.outbox)],
-            "dedup": self.dedup_ms,
-            "maxlen": outbox_maxlen,
-            "ack": [] if ack is None else list(ack[2]),
-            "group": "" if ack is None else ack[1],
-        }
-        args.extend(commit.outbox)
-        args[0] = _encode(doc)
+                was_due = key not in loaded.records or loaded.records[key][1] is not None
+                zrem = b"1" if was_due else b"0"
+            args += (
+                self.record_key(key), b"%d" % version, value, key, b"%d" % ttl,
+                b"" if due_us is None else b"%d" % due_us, zrem,
+            )  # fmt: skip
+        marks = loaded.marks
+        for eid, mark in commit.marks.items():
+            args += (self.mark_key(eid), marks.get(eid, ""), mark)
+        args += commit.outbox
+        if ack is not None:
+            args += ack[2]
+        args[0] = _encode(
+            {
+                "nr": len(commit.changes),
+                "nm": len(commit.marks),
+                "no": len(commit.outbox),
+                "ops": [[str(part) for part in op] for op in commit.ops],  # Lua prints µs as 1.7e+15
+                "dedup": self.dedup_ms,
+                "maxlen": outbox_maxlen,
+                "group": "" if ack is None else ack[1],
+            }
+        )
         stream = self.outbox if ack is None else ack[0]  # KEYS[3] is only touched with ids to ack
         ok, where = await self._commit(keys=[self.due_key, self.outbox, stream], args=args)
         if not int(ok):
