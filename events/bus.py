@@ -23,14 +23,14 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.ports import Handler, StreamEntry
+from tripwire.errors import ServiceUnavailable
+from tripwire.services import ServiceState
+from tripwire.settings import StreamSettings
 
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # hiredis comes with redis[hiredis], a dependency; without it redis-py packs
     _hiredis_pack = None
-from tripwire.errors import ServiceUnavailable
-from tripwire.services import ServiceState
-from tripwire.settings import StreamSettings
 
 __all__ = [
     "GroupConsumer",
