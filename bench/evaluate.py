@@ -131,7 +131,9 @@ async def wait_ping(url: str) -> None:
     await client.aclose()
 
 
-async def _serve_evaluator(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
+async def _serve_evaluator(
+    url: str, prefix: str, total_automations: int, stop: Any, ready: Any, cpu: Any
+) -> None:
     client = await connect_redis(url)  # as the engine connects
     streams = StreamSettings(prefix=prefix, block_ms=100)
     settings = Settings(redis_url=url, streams=streams)
@@ -142,15 +144,17 @@ async def _serve_evaluator(url: str, prefix: str, total_automations: int, stop: 
     )
     async with service:
         with settled_heap():
+            cpu0 = time.process_time()
             ready.set()
             await asyncio.to_thread(stop.wait)
+            cpu.value = time.process_time() - cpu0  # the run's CPU (the wait itself costs none)
     await bus.close()
     await client.aclose()
 
 
-def evaluator_process(url: str, prefix: str, total_automations: int, stop: Any, ready: Any) -> None:
+def evaluator_process(url: str, prefix: str, total_automations: int, stop: Any, ready: Any, cpu: Any) -> None:
     """An extra evaluator in its own process (``--evaluators N``), sharing the consumer group."""
-    asyncio.run(_serve_evaluator(url, prefix, total_automations, stop, ready))
+    asyncio.run(_serve_evaluator(url, prefix, total_automations, stop, ready, cpu))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -221,9 +225,14 @@ async def run_once(
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     readies = [ctx.Event() for _ in range(evaluators - 1)]
+    child_cpu = [ctx.Value("d", 0.0) for _ in readies]
     children = [
-        ctx.Process(target=evaluator_process, args=(url, prefix, total_automations, stop, ready), daemon=True)
-        for ready in readies
+        ctx.Process(
+            target=evaluator_process,
+            args=(url, prefix, total_automations, stop, ready, cpu),
+            daemon=True,
+        )
+        for ready, cpu in zip(readies, child_cpu, strict=True)
     ]
     for child in children:
         child.start()
@@ -284,6 +293,7 @@ async def run_once(
             "max": round(max(lat) * 1000, 2),
         },
         "engine_cpu_s": round(cpu, 2),
+        "extra_evaluators_cpu_s": round(sum(c.value for c in child_cpu), 2),
         "redis_cpu_s": round(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

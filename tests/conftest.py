@@ -26,6 +26,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def nobody_url() -> Iterator[str]:
+    """A Redis URL where nothing answers, for the test's duration: its port is bound, so no server
+    started by another test can take it, but not listening, so a connection is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+
+
 class RedisServer:
     """A redis-server child on a free port with its own directory; stopped at the end."""
 

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 from tripwire.errors import ServiceUnavailable
 from tripwire.redis_embedded import EmbeddedRedis, find_redis_server, redis_answers, resolve_redis
 from tripwire.settings import Settings
 
 pytestmark = pytest.mark.redis
-
-NOBODY = f"redis://127.0.0.1:{free_port()}/0"  # a port where no Redis answers
 
 
 def _alive(pid: int) -> bool:
@@ -76,16 +74,16 @@ async def test_a_long_home_gets_a_short_socket_path(tmp_path: Path) -> None:
 
 
 async def test_resolve_starts_a_private_server_when_nothing_answers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, nobody_url: str
 ) -> None:
     settings = Settings(home=tmp_path / "home", redis_url=None)
     with caplog.at_level(logging.WARNING, logger="tripwire.redis_embedded"):
-        async with resolve_redis(settings, default_url=NOBODY) as url:
+        async with resolve_redis(settings, default_url=nobody_url) as url:
             assert url.startswith("unix://")
             assert str(settings.home / "redis") in url
             assert await redis_answers(url)
     assert not await redis_answers(url)
-    assert f"no Redis at {NOBODY}; started a private redis-server at {url}" in caplog.text
+    assert f"no Redis at {nobody_url}; started a private redis-server at {url}" in caplog.text
 
 
 async def test_resolve_prefers_the_local_default_when_it_answers(
@@ -97,17 +95,17 @@ async def test_resolve_prefers_the_local_default_when_it_answers(
     assert not (settings.home / "redis").exists()
 
 
-async def test_a_configured_url_is_never_replaced(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "home", redis_url=NOBODY)
-    async with resolve_redis(settings, default_url=NOBODY) as url:
-        assert url == NOBODY
+async def test_a_configured_url_is_never_replaced(tmp_path: Path, nobody_url: str) -> None:
+    settings = Settings(home=tmp_path / "home", redis_url=nobody_url)
+    async with resolve_redis(settings, default_url=nobody_url) as url:
+        assert url == nobody_url
     assert not (settings.home / "redis").exists()
 
 
-async def test_without_embedding_the_default_is_used_as_is(tmp_path: Path) -> None:
+async def test_without_embedding_the_default_is_used_as_is(tmp_path: Path, nobody_url: str) -> None:
     settings = Settings(home=tmp_path / "home", redis_url=None)
-    async with resolve_redis(settings, embedded=False, default_url=NOBODY) as url:
-        assert url == NOBODY
+    async with resolve_redis(settings, embedded=False, default_url=nobody_url) as url:
+        assert url == nobody_url
 
 
 async def test_no_binary_gives_an_install_hint(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from events.bus import RedisBus
 from events.emit import EventEmitter
 from events.history import EventFilter, query_events
 from events.model import RESOURCE_ID
-from tests.conftest import free_port
 from tripwire.api.app import create_app
 from tripwire.db import Database
 from tripwire.errors import ConfigurationError, ServiceUnavailable
@@ -27,8 +26,6 @@ from tripwire.services import ServiceState
 from tripwire.settings import Settings
 
 pytestmark = pytest.mark.redis
-
-NOBODY = f"redis://127.0.0.1:{free_port()}/0"
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
@@ -117,9 +114,9 @@ async def test_an_unknown_service_is_named(settings: Settings) -> None:
             pass
 
 
-async def test_a_configured_unreachable_redis_fails_clearly(settings: Settings) -> None:
-    broken = settings.model_copy(update={"redis_url": NOBODY})
-    with pytest.raises(ServiceUnavailable, match=rf"cannot reach Redis at {NOBODY}"):
+async def test_a_configured_unreachable_redis_fails_clearly(settings: Settings, nobody_url: str) -> None:
+    broken = settings.model_copy(update={"redis_url": nobody_url})
+    with pytest.raises(ServiceUnavailable, match=rf"cannot reach Redis at {nobody_url}"):
         async with running(broken):
             pass
 
@@ -152,10 +149,10 @@ async def test_every_service_runs_by_default_and_health_reports_it(settings: Set
 
 
 async def test_without_redis_a_private_server_is_started_and_stopped(
-    tmp_path: Path, settings: Settings
+    tmp_path: Path, settings: Settings, nobody_url: str
 ) -> None:
     embedded = settings.model_copy(update={"redis_url": None, "home": tmp_path / "home"})
-    async with running(embedded, default_redis_url=NOBODY) as ctx:
+    async with running(embedded, default_redis_url=nobody_url) as ctx:
         assert ctx.redis_url.startswith("unix://")
         await EventEmitter(ctx.bus, embedded).emit_event(event="demo.ping", resource={RESOURCE_ID: "r-1"})
         await eventually(lambda: _recorded(ctx, "r-1"))
