@@ -6,6 +6,10 @@ Starts a private redis-server, loads 1 target + noise automations, publishes the
 every resource's 1st failure, then every 2nd, then every 3rd) and runs the evaluator and the outbox relay
 in this process. "Action observed" = the action message on the actions stream (evaluator alone). Prints
 one JSON object per run and the median of the runs.
+
+``--evaluators N`` runs N-1 more evaluators in child processes sharing the consumer group: the layout of
+``tripwire server start --evaluator-processes N`` (the server's own evaluator and relay in one process,
+the other evaluators in theirs).
 """
 
 from __future__ import annotations
