@@ -49,6 +49,9 @@ LIFECYCLE_PREFIX = "tripwire.automation."
 
 _ORDINALS_PER_AUTOMATION = 1 << 20
 
+Match = tuple[EventPlan, int, tuple[str, ...], str]
+"""An event trigger an event matched: (plan, match flags, ``for_each`` values, record key)."""
+
 
 class Evaluator:
     """Evaluates automations against events and ticks; returns top-level firings and resolutions."""
@@ -69,7 +72,7 @@ class Evaluator:
         self._nodes: dict[tuple[str, str], EventPlan | CompositePlan] = {}
         self._serial = 0
         self._index: AutomationIndex | None = None
-        self._matches: dict[UUID, tuple[EventView, list[tuple[EventPlan, int, tuple[str, ...], str]]]] = {}
+        self._matches: dict[UUID, tuple[EventView, list[Match]]] = {}
 
     # --- automations -------------------------------------------------------------------------------
 
@@ -149,16 +152,14 @@ class Evaluator:
         out = Outcomes()
         for ready, occurred_us in self.intake.accept(event, now):
             self.processing += 1
-            self._process(EventView(ready), occurred_us, self.processing, out)
+            self._process(*self._matched(ready), occurred_us, self.processing, out)
         return out
 
     def process(self, event: Event, occurred_us: int) -> Outcomes:
         """Evaluate one event that intake already admitted, at effective time ``occurred_us``."""
         out = Outcomes()
         self.processing += 1
-        cached = self._matches.get(event.id)
-        view = cached[0] if cached is not None and cached[0].event is event else EventView(event)
-        self._process(view, occurred_us, self.processing, out)
+        self._process(*self._matched(event), occurred_us, self.processing, out)
         return out
 
     def tick(self, now: datetime) -> Outcomes:
@@ -166,7 +167,7 @@ class Evaluator:
         out = Outcomes()
         for ready, occurred_us in self.intake.release(now):
             self.processing += 1
-            self._process(EventView(ready), occurred_us, self.processing, out)
+            self._process(*self._matched(ready), occurred_us, self.processing, out)
         self.processing += 1
         self._due(to_us(now), self.processing, out)
         return out
@@ -215,9 +216,7 @@ class Evaluator:
                 keys[parent.key] = None
                 parent = parent.parent
 
-    def _match(
-        self, view: EventView, candidates: list[EventPlan] | None = None
-    ) -> list[tuple[EventPlan, int, tuple[str, ...], str]]:
+    def _match(self, view: EventView, candidates: list[EventPlan] | None = None) -> list[Match]:
         matched = []
         own = None  # note 5: an automation never sees its own lifecycle events
         if view.name.startswith(LIFECYCLE_PREFIX):
@@ -234,9 +233,22 @@ class Evaluator:
 
     # --- events ------------------------------------------------------------------------------------
 
-    def _process(self, view: EventView, t: int, pn: int, out: Outcomes) -> None:
-        cached = self._matches.pop(view.event.id, None)
-        matched = cached[1] if cached is not None and cached[0].event is view.event else self._match(view)
+    def _matched(self, event: Event) -> tuple[EventView, list[Match]]:
+        """The event's view and matches: those ``keys_for`` cached for this same object (note 4), else new."""
+        cached = self._matches.pop(event.id, None)
+        if cached is not None and cached[0].event is event:
+            return cached
+        view = EventView(event)
+        return view, self._match(view)
+
+    def _process(
+        self,
+        view: EventView,
+        matched: list[Match],
+        t: int,
+        pn: int,
+        out: Outcomes,
+    ) -> None:
         if not matched:
             return
         store = self.store
